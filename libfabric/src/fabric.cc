@@ -1,0 +1,132 @@
+#include "fabric/fabric.h"
+
+#include <torch/nn/utils/clip_grad.h>
+
+#include "backward_flag.h"
+#include "connector.h"
+#include "utilities/env.h"
+#include "utilities/optimizer_state.h"
+
+namespace fabric {
+
+Fabric::Fabric(FabricOptions options) : strategy_(connector::resolve(std::move(options))) {}
+Fabric::~Fabric() = default;
+Fabric::Fabric(Fabric&&) noexcept = default;
+Fabric& Fabric::operator=(Fabric&&) noexcept = default;
+
+void Fabric::launch() {
+  launched_ = true;
+  strategy_->setup_environment();
+}
+
+void Fabric::validate_launched(std::string_view method) const {
+  if (strategy_->requires_launch() && !launched_) {
+    throw UsageError("To use Fabric with more than one device, call fabric.launch() before fabric." +
+                     std::string(method) + "(), or start the program with fabricd run / torchrun.");
+  }
+}
+
+void Fabric::prepare_module(torch::nn::Module& module, bool move_to_device) {
+  validate_launched("setup");
+  strategy_->precision().convert_module(module);
+  if (move_to_device) {
+    strategy_->accelerator().setup_device(device());
+    strategy_->module_to_device(module);
+  }
+  strategy_->setup_module(module);
+}
+
+FabricOptimizer Fabric::setup_optimizers(std::shared_ptr<torch::optim::Optimizer> optimizer) {
+  validate_launched("setup_optimizers");
+  if (!optimizer) throw UsageError("setup_optimizers needs an optimizer, got a null pointer.");
+  for (const auto& group : optimizer->param_groups()) {
+    for (const auto& param : group.params()) {
+      if (param.device() != device()) {
+        throw UsageError("The optimizer has parameters on " + param.device().str() + " but Fabric trains on " +
+                         device().str() + ". Set up the module first (setup_module, or setup(module, "
+                                          "optimizer factory)) and create the optimizer from its parameters.");
+      }
+    }
+  }
+  utilities::move_optimizer_state(*optimizer, device());
+  strategy_->setup_optimizer(*optimizer);
+  return FabricOptimizer(std::move(optimizer), strategy_);
+}
+
+FabricOptimizer Fabric::setup_optimizers(const FabricOptimizer&) {
+  throw UsageError("An optimizer should be passed only once to the setup method: this one is already a "
+                   "FabricOptimizer. Pass the original optimizer (fabric_optimizer.shared()) to set it up again.");
+}
+
+void Fabric::backward(const torch::Tensor& loss) {
+  detail::FabricBackwardMark mark;
+  strategy_->backward(loss);
+}
+
+std::optional<double> Fabric::clip_gradients(torch::nn::Module& module, FabricOptimizer& optimizer,
+                                             const ClipOptions& options) {
+  if (options.clip_val && options.max_norm) {
+    throw UsageError("clip_gradients: only one of clip_val or max_norm can be set, as this chooses the clipping "
+                     "algorithm (by value or by norm).");
+  }
+  if (!options.clip_val && !options.max_norm) {
+    throw UsageError("clip_gradients: set either clip_val (clip by value) or max_norm (clip by total norm).");
+  }
+  strategy_->precision().unscale_gradients(optimizer.optimizer());
+  std::vector<torch::Tensor> params;
+  for (auto& group : optimizer->param_groups()) {
+    params.insert(params.end(), group.params().begin(), group.params().end());
+  }
+  if (options.clip_val) {
+    torch::nn::utils::clip_grad_value_(params, *options.clip_val);
+    return std::nullopt;
+  }
+  try {
+    return torch::nn::utils::clip_grad_norm_(params, *options.max_norm, options.norm_type,
+                                             options.error_if_nonfinite);
+  } catch (const c10::Error& error) {
+    throw Error(std::string("clip_gradients: ") + error.what_without_backtrace());
+  }
+}
+
+Scope Fabric::autocast() { return strategy_->precision().forward_context(); }
+
+Scope Fabric::init_tensor() { return strategy_->precision().init_context(); }
+
+Scope Fabric::init_module(bool empty_init) {
+  validate_launched("init_module");
+  // empty_init only promises that initial values do not matter. LibTorch's C++ init
+  // functions cannot be intercepted, so weights are still initialised: correct, not faster.
+  (void)empty_init;
+  return strategy_->module_init_context();
+}
+
+void Fabric::barrier(std::string_view name) {
+  validate_launched("barrier");
+  strategy_->barrier(name);
+}
+
+data::DistributedSampler::Options Fabric::sampler_options(const DataLoaderOptions& options) const {
+  data::DistributedSampler::Options sampler;
+  if (auto sharding = strategy_->sharding(); sharding && options.use_distributed_sampler) {
+    sampler.num_replicas = sharding->num_replicas;
+    sampler.rank = sharding->rank;
+  }
+  sampler.shuffle = options.shuffle;
+  sampler.seed = static_cast<std::uint64_t>(env::get_int("PL_GLOBAL_SEED").value_or(0));
+  return sampler;
+}
+
+std::optional<torch::Device> Fabric::batch_device(bool move_to_device) const {
+  if (!move_to_device) return std::nullopt;
+  return device();
+}
+
+torch::Device Fabric::device() const { return strategy_->root_device(); }
+int Fabric::global_rank() const { return strategy_->global_rank(); }
+int Fabric::local_rank() const { return strategy_->local_rank(); }
+int Fabric::node_rank() const { return strategy_->node_rank(); }
+int Fabric::world_size() const { return strategy_->world_size(); }
+bool Fabric::is_global_zero() const { return strategy_->is_global_zero(); }
+
+}  // namespace fabric
