@@ -1,8 +1,9 @@
 // bench/step_overhead: the same training step (zero_grad, forward, loss, backward, Adam
 // step) on the same small MLP, through Fabric and through plain LibTorch, interleaved in
 // one process so machine noise hits both alike. Prints one JSON line per precision case;
-// ratio = Fabric steps/s ÷ plain steps/s (1.0 = no overhead, 0.98 = 2% slower).
-//   bench/run step_overhead [--rounds 15] [--steps 200]
+// ratio = Fabric steps/s ÷ plain steps/s, the median over paired rounds (1.0 = no
+// overhead, 0.98 = 2% slower).
+//   bench/run step_overhead [--rounds 21] [--steps 1000]
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
@@ -76,28 +77,34 @@ void run_case(const std::string& precision, int rounds, int steps, const std::ve
 
   time_steps(steps, batches, plain_step);  // warm-up: allocator, autocast caches, page faults
   time_steps(steps, batches, fabric_step);
-  std::vector<double> plain_times, fabric_times;
-  for (int round = 0; round < rounds; ++round) {  // alternate which side goes first
+  // Paired rounds: each round times both sides back to back (alternating which goes first),
+  // and the ratio is taken within the pair, so drift in machine speed cancels out.
+  std::vector<double> plain_times, fabric_times, ratios;
+  for (int round = 0; round < rounds; ++round) {
+    double plain = 0, with_fabric = 0;
     if (round % 2 == 0) {
-      plain_times.push_back(time_steps(steps, batches, plain_step));
-      fabric_times.push_back(time_steps(steps, batches, fabric_step));
+      plain = time_steps(steps, batches, plain_step);
+      with_fabric = time_steps(steps, batches, fabric_step);
     } else {
-      fabric_times.push_back(time_steps(steps, batches, fabric_step));
-      plain_times.push_back(time_steps(steps, batches, plain_step));
+      with_fabric = time_steps(steps, batches, fabric_step);
+      plain = time_steps(steps, batches, plain_step);
     }
+    plain_times.push_back(plain);
+    fabric_times.push_back(with_fabric);
+    ratios.push_back(plain / with_fabric);
   }
   const double ours = 1.0 / median(fabric_times), theirs = 1.0 / median(plain_times);
   std::printf(
       "{\"bench\": \"step_overhead\", \"case\": \"mlp-128-256-256-10-b64-%s\", \"metric\": \"steps_per_s\", "
       "\"ours\": %.1f, \"baseline\": \"plain-libtorch\", \"theirs\": %.1f, \"ratio\": %.4f, \"better\": \"higher\"}\n",
-      precision.c_str(), ours, theirs, ours / theirs);
+      precision.c_str(), ours, theirs, median(ratios));
   std::fflush(stdout);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = 15, steps = 200;
+  int rounds = 21, steps = 1000;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::stoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--steps") == 0) steps = std::stoi(argv[i + 1]);
