@@ -4,7 +4,6 @@
 #pragma once
 
 #include <functional>
-#include <memory>
 #include <utility>
 #include <vector>
 
@@ -25,15 +24,6 @@ class Scope {
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
   ~Scope() { exit(); }
-
-  // Nests scopes: `inner` is left before `outer`, like stacked context managers.
-  static Scope nest(Scope outer, Scope inner) {
-    return Scope([outer = std::make_shared<Scope>(std::move(outer)),
-                  inner = std::make_shared<Scope>(std::move(inner))]() mutable {
-      inner.reset();
-      outer.reset();
-    });
-  }
 
  private:
   void exit() {

@@ -9,6 +9,14 @@ void move(torch::Tensor& tensor, torch::Device device) {
   if (tensor.defined() && tensor.device() != device) tensor = tensor.to(device);
 }
 
+// Adam and AdamW keep the same three moments in distinct (unrelated) state types.
+template <typename AdamLikeState>
+void move_moments(AdamLikeState& state, torch::Device device) {
+  auto exp_avg = state.exp_avg(), exp_avg_sq = state.exp_avg_sq(), max_exp_avg_sq = state.max_exp_avg_sq();
+  move(exp_avg, device), move(exp_avg_sq, device), move(max_exp_avg_sq, device);
+  state.exp_avg(exp_avg).exp_avg_sq(exp_avg_sq).max_exp_avg_sq(max_exp_avg_sq);
+}
+
 void move_state(torch::optim::OptimizerParamState& state, torch::Device device) {
   using namespace torch::optim;
   if (auto* sgd = dynamic_cast<SGDParamState*>(&state)) {
@@ -16,13 +24,9 @@ void move_state(torch::optim::OptimizerParamState& state, torch::Device device) 
     move(buffer, device);
     sgd->momentum_buffer(buffer);
   } else if (auto* adam = dynamic_cast<AdamParamState*>(&state)) {
-    auto a = adam->exp_avg(), b = adam->exp_avg_sq(), c = adam->max_exp_avg_sq();
-    move(a, device), move(b, device), move(c, device);
-    adam->exp_avg(a).exp_avg_sq(b).max_exp_avg_sq(c);
+    move_moments(*adam, device);
   } else if (auto* adamw = dynamic_cast<AdamWParamState*>(&state)) {
-    auto a = adamw->exp_avg(), b = adamw->exp_avg_sq(), c = adamw->max_exp_avg_sq();
-    move(a, device), move(b, device), move(c, device);
-    adamw->exp_avg(a).exp_avg_sq(b).max_exp_avg_sq(c);
+    move_moments(*adamw, device);
   } else if (auto* adagrad = dynamic_cast<AdagradParamState*>(&state)) {
     auto sum = adagrad->sum();
     move(sum, device);

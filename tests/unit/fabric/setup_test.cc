@@ -7,6 +7,7 @@
 
 #include "fabric/fabric.h"
 #include "support/test_models.h"
+#include "utilities/optimizer_state.h"
 
 namespace fabric {
 namespace {
@@ -64,6 +65,23 @@ TEST(Setup, ExistingOptimizer_KeepsItsStateAndParameters) {
   EXPECT_EQ(optimizer->state().size(), net->parameters().size()) << "momentum buffers survive setup";
   EXPECT_TRUE(optimizer.as<torch::optim::SGD>().param_groups()[0].params()[0].is_same(net->fc1->weight));
   EXPECT_THROW(optimizer.as<torch::optim::Adam>(), UsageError);
+}
+
+TEST(Setup, OptimizerState_MovesToTheTrainingDevice) {
+  // The meta device stands in for a GPU: the state must follow wherever it is sent.
+  torch::Tensor weight = torch::ones({3}, torch::requires_grad());
+  torch::optim::SGD sgd({weight}, torch::optim::SGDOptions(0.1).momentum(0.9));
+  torch::optim::AdamW adamw({weight});
+  weight.sum().backward();
+  sgd.step();
+  adamw.step();
+  utilities::move_optimizer_state(sgd, torch::kMeta);
+  utilities::move_optimizer_state(adamw, torch::kMeta);
+  auto& momentum = static_cast<torch::optim::SGDParamState&>(*sgd.state().begin()->second);
+  EXPECT_TRUE(momentum.momentum_buffer().is_meta());
+  auto& moments = static_cast<torch::optim::AdamWParamState&>(*adamw.state().begin()->second);
+  EXPECT_TRUE(moments.exp_avg().is_meta());
+  EXPECT_TRUE(moments.exp_avg_sq().is_meta());
 }
 
 TEST(Setup, SeveralOptimizers_ComeBackInOrder) {
