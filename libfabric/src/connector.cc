@@ -10,6 +10,7 @@
 #include "precision/factory.h"
 #include "strategies/single_device.h"
 #include "utilities/env.h"
+#include "utilities/text.h"
 
 namespace fabric::connector {
 namespace {
@@ -32,12 +33,6 @@ bool contains(const std::vector<std::string>& values, const std::string& value) 
   return std::find(values.begin(), values.end(), value) != values.end();
 }
 
-std::string quoted_list(const std::vector<std::string>& values) {
-  std::string out;
-  for (const auto& value : values) out += (out.empty() ? "\"" : ", \"") + value + "\"";
-  return out;
-}
-
 // LT_ACCELERATOR, LT_STRATEGY, LT_DEVICES, LT_NUM_NODES and LT_PRECISION replace the
 // constructor's values, as they do for Lightning's CLI.
 void apply_env_overrides(FabricOptions& options) {
@@ -53,10 +48,10 @@ void validate_strategy_name(const std::string& strategy) {
   if (contains(kUnavailableStrategies, strategy) || strategy.rfind("deepspeed", 0) == 0) {
     throw ConfigurationError("strategy=\"" + strategy +
                              "\" is a Lightning strategy that this build of Fabric for C++ does not provide. "
-                             "Available strategies: " + quoted_list(kStrategyNames) + ".");
+                             "Available strategies: " + text::quoted_list(kStrategyNames) + ".");
   }
   throw ConfigurationError("You selected an invalid strategy name: strategy=\"" + strategy +
-                           "\". Available strategies: " + quoted_list(kStrategyNames) + ".");
+                           "\". Available strategies: " + text::quoted_list(kStrategyNames) + ".");
 }
 
 void validate_devices(const Devices& devices) {
@@ -76,11 +71,11 @@ std::shared_ptr<Accelerator> choose_accelerator(const std::string& requested) {
     throw ConfigurationError("accelerator=\"" + requested +
                              "\" is not supported by Fabric for C++ (LibTorch has no " +
                              (requested == "mps" ? "Metal" : "XLA") + " backend here). Choose one of " +
-                             quoted_list(kAcceleratorNames) + ".");
+                             text::quoted_list(kAcceleratorNames) + ".");
   }
   if (!contains(kAcceleratorNames, requested)) {
     throw ConfigurationError("You selected an invalid accelerator name: accelerator=\"" + requested +
-                             "\". Available names are: " + quoted_list(kAcceleratorNames) + ".");
+                             "\". Available names are: " + text::quoted_list(kAcceleratorNames) + ".");
   }
   auto cuda = std::make_shared<accelerators::CudaAccelerator>();
   if (requested == "auto") {

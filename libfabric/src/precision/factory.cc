@@ -5,6 +5,7 @@
 
 #include "fabric/errors.h"
 #include "log/log.h"
+#include "utilities/text.h"
 #include "precision/double.h"
 #include "precision/half.h"
 #include "precision/mixed.h"
@@ -26,12 +27,6 @@ class FullPrecision final : public Precision {
   std::string_view name() const override { return "32-true"; }
 };
 
-std::string quoted_list(const std::vector<std::string>& values) {
-  std::string out;
-  for (const auto& value : values) out += (out.empty() ? "\"" : ", \"") + value + "\"";
-  return out;
-}
-
 }  // namespace
 
 std::string canonical_precision(const PrecisionInput& input) {
@@ -51,10 +46,10 @@ std::string canonical_precision(const PrecisionInput& input) {
   if (value.rfind("transformer-engine", 0) == 0) {
     throw ConfigurationError("precision=\"" + value +
                              "\" needs NVIDIA Transformer Engine, which Fabric for C++ does not support. "
-                             "Allowed precision values: " + quoted_list(valid) + ".");
+                             "Allowed precision values: " + text::quoted_list(valid) + ".");
   }
   throw ConfigurationError("Precision \"" + value + "\" is invalid. Allowed precision values: " +
-                           quoted_list(valid) + " (or the integers 64, 32, 16).");
+                           text::quoted_list(valid) + " (or the integers 64, 32, 16).");
 }
 
 std::unique_ptr<Precision> make_precision(const std::string& canonical, torch::Device device) {
