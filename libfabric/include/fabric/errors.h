@@ -26,4 +26,12 @@ class UsageError : public Error {
   using Error::Error;
 };
 
+// A checkpoint could not be written or read: a truncated, corrupt or foreign file, a key
+// the caller asked for that the file lacks, or a state dict that does not fit the module.
+// Loading never leaves the caller's objects half-updated when this is thrown.
+class CheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace fabric

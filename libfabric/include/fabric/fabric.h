@@ -30,6 +30,7 @@
 #include "fabric/options.h"
 #include "fabric/precision.h"
 #include "fabric/scope.h"
+#include "fabric/state.h"
 #include "fabric/strategy.h"
 #include "fabric/wrappers.h"
 
@@ -213,6 +214,21 @@ class Fabric {
   }
 
   void barrier(std::string_view name = {});
+
+  // Saves `state` to `path` in torch.save's format: modules as their state dicts (Python's
+  // parameter names), optimizers as Python-style state dicts, plain values as they are.
+  // Atomic (a crash leaves the previous file); only global rank 0 writes, all ranks wait.
+  void save(const std::string& path, const State& state, const SaveFilter& filter = {});
+  // Restores what `state` names from `path`: modules and optimizers in place, plain values
+  // into `state`. Returns what the file held beyond that. strict: every key of `state` must
+  // be in the file, and module parameter names must match exactly. Nothing is changed when
+  // it throws CheckpointError.
+  State load(const std::string& path, State& state, bool strict = true);
+  // The whole checkpoint as plain values.
+  State load(const std::string& path);
+  // Loads a bare state dict file (Python's torch.save(model.state_dict()), or an optimizer's)
+  // into a module or optimizer.
+  void load_raw(const std::string& path, const StateValue& target, bool strict = true);
 
   // Seeds torch (CPU and CUDA), the C library's rand() and records the seed in
   // PL_GLOBAL_SEED so that samplers and spawned ranks agree. nullopt takes PL_GLOBAL_SEED,

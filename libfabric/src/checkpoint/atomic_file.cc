@@ -1,0 +1,106 @@
+#include "checkpoint/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "fabric/errors.h"
+
+namespace fabric::checkpoint {
+namespace {
+
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+[[noreturn]] void fail(const std::string& what, const std::string& path, int error) {
+  throw CheckpointError("Cannot " + what + " " + path + ": " + std::strerror(error) +
+                        ". Check that the folder exists, is writable and has free space.");
+}
+
+// Owns a file descriptor; a temporary file not yet committed is unlinked on destruction.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& target) {
+    std::random_device random;
+    path_ = target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(random());
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("create a temporary file next to", target, errno);
+  }
+  ~TempFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(path_.c_str());
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  bool write(const void* data, std::size_t size) {
+    const char* bytes = static_cast<const char*>(data);
+    while (size > 0) {
+      const ssize_t written = ::write(fd_, bytes, size);
+      if (written < 0 && errno == EINTR) continue;
+      if (written <= 0) {
+        write_error_ = written < 0 ? errno : EIO;
+        return false;
+      }
+      bytes += written;
+      size -= static_cast<std::size_t>(written);
+    }
+    return true;
+  }
+
+  void commit(const std::string& target) {
+    if (write_error_ != 0) fail("write", path_, write_error_);
+    if (::fsync(fd_) != 0) fail("flush", path_, errno);
+    if (::close(std::exchange(fd_, -1)) != 0) fail("close", path_, errno);
+    if (::rename(path_.c_str(), target.c_str()) != 0) fail("rename the temporary file to", target, errno);
+    committed_ = true;
+    // The rename itself must reach the disk, or a crash can bring back the old name.
+    const int dir = ::open(parent_of(target).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+  }
+
+  int write_error() const { return write_error_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  int write_error_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace
+
+void create_parent_directories(const std::string& path) {
+  const std::string parent = parent_of(path);
+  for (std::size_t end = 1; end <= parent.size(); ++end) {
+    if (end != parent.size() && parent[end] != '/') continue;
+    const std::string prefix = parent.substr(0, end);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) fail("create the folder", prefix, errno);
+  }
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(const ByteSink&)>& write) {
+  create_parent_directories(path);
+  TempFile file(path);
+  try {
+    write([&file](const void* data, std::size_t size) { return file.write(data, size); });
+  } catch (...) {
+    // A failed write surfaces as the writer's own error; the system error says more.
+    if (file.write_error() != 0) fail("write", file.path(), file.write_error());
+    throw;
+  }
+  file.commit(path);
+}
+
+}  // namespace fabric::checkpoint
