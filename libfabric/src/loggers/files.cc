@@ -80,8 +80,10 @@ void make_directories(const std::string& path) {
     position = path.find('/', position + 1);
     const std::string prefix = path.substr(0, position);
     if (prefix.empty() || is_directory(prefix)) continue;
-    if (::mkdir(prefix.c_str(), 0777) == 0 || (errno == EEXIST && is_directory(prefix))) continue;
-    const int error = errno == EEXIST ? ENOTDIR : errno;
+    if (::mkdir(prefix.c_str(), 0777) == 0) continue;
+    const int mkdir_errno = errno;
+    if (mkdir_errno == EEXIST && is_directory(prefix)) continue;  // made concurrently
+    const int error = mkdir_errno == EEXIST ? ENOTDIR : mkdir_errno;
     if (prefix == path) throw_io_error("Creating the directory", path, error);
     throw_io_error("Creating the directory '" + prefix + "' for", path, error);
   }

@@ -96,24 +96,13 @@ std::string MetricsCsv::format_row(const Row& row, const std::vector<std::string
   return format_record(fields);
 }
 
-std::string MetricsCsv::rewritten_records(const std::vector<std::string>& columns) const {
+std::vector<std::vector<std::string>> MetricsCsv::read_records() const {
   std::ifstream in(path_, std::ios::binary);
   if (!in) files::throw_io_error("Reading", path_, errno);
-  std::vector<std::string> header;
-  read_csv_record(in, header);
-  std::vector<std::size_t> position_of(header.size());
-  for (std::size_t i = 0; i < header.size(); ++i) {
-    position_of[i] = static_cast<std::size_t>(std::find(columns.begin(), columns.end(), header[i]) - columns.begin());
-  }
-  std::string text = format_record(columns);
-  std::vector<std::string> record;
-  while (read_csv_record(in, record)) {
-    std::vector<std::string> fields(columns.size());
-    for (std::size_t i = 0; i < record.size() && i < header.size(); ++i) fields[position_of[i]] = record[i];
-    text += format_record(fields);
-  }
+  std::vector<std::vector<std::string>> records;
+  for (std::vector<std::string> record; read_csv_record(in, record);) records.push_back(record);
   if (in.bad()) files::throw_io_error("Reading", path_, errno);
-  return text;
+  return records;
 }
 
 void MetricsCsv::save() {
@@ -124,25 +113,34 @@ void MetricsCsv::save() {
     for (const auto& [key, value] : row.metrics) keys.insert(key);
   }
   const bool file_exists = files::exists(path_);
-  const bool widened = keys.size() != columns_.size();
-
-  std::string rows;
-  if (!widened && file_exists) {
-    for (const Row& row : rows_) rows += format_row(row, columns_);
-    append_to_file(path_, rows);
-  } else {
-    if (file_exists) {
-      // Never drop a column the file already has, even one this writer did not write.
-      std::ifstream in(path_, std::ios::binary);
-      std::vector<std::string> header;
-      if (read_csv_record(in, header)) keys.insert(header.begin(), header.end());
-    }
-    std::vector<std::string> columns(keys.begin(), keys.end());
-    std::string text = file_exists ? rewritten_records(columns) : format_record(columns);
-    for (const Row& row : rows_) text += format_row(row, columns);
-    files::replace_file(path_, text);
-    columns_ = std::move(columns);
+  if (file_exists && keys.size() == columns_.size()) {
+    std::string text;
+    for (const Row& row : rows_) text += format_row(row, columns_);
+    append_to_file(path_, text);
+    rows_.clear();
+    return;
   }
+  // A new file, or keys its header lacks: write the whole file under the widened header.
+  // The existing header's columns are kept even if this writer did not write them.
+  const std::vector<std::vector<std::string>> existing =
+      file_exists ? read_records() : std::vector<std::vector<std::string>>{};
+  if (!existing.empty()) keys.insert(existing.front().begin(), existing.front().end());
+  std::vector<std::string> columns(keys.begin(), keys.end());
+  std::string text = format_record(columns);
+  if (!existing.empty()) {
+    const std::vector<std::string>& header = existing.front();
+    for (auto record = existing.begin() + 1; record != existing.end(); ++record) {
+      std::vector<std::string> fields(columns.size());
+      for (std::size_t i = 0; i < record->size() && i < header.size(); ++i) {
+        const auto column = std::lower_bound(columns.begin(), columns.end(), header[i]);
+        fields[static_cast<std::size_t>(column - columns.begin())] = (*record)[i];
+      }
+      text += format_record(fields);
+    }
+  }
+  for (const Row& row : rows_) text += format_row(row, columns);
+  files::replace_file(path_, text);
+  columns_ = std::move(columns);
   rows_.clear();
 }
 

@@ -33,8 +33,8 @@ class MetricsCsv {
   };
 
   std::string format_row(const Row& row, const std::vector<std::string>& columns) const;
-  // The existing file's records, re-laid out under `columns`, as text.
-  std::string rewritten_records(const std::vector<std::string>& columns) const;
+  // The file's records, its header first.
+  std::vector<std::vector<std::string>> read_records() const;
 
   std::string path_;
   std::vector<std::string> columns_;  // the header last written, sorted

@@ -4,6 +4,7 @@
 // logger constructed on every rank touches the file system only where it is used.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 

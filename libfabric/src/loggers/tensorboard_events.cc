@@ -1,6 +1,8 @@
 #include "loggers/tensorboard_events.h"
 
 #include <type_traits>
+#include <utility>
+#include <variant>
 
 #include "loggers/protobuf_wire.h"
 

@@ -97,6 +97,7 @@ void TensorBoardLogger::log_hyperparams(const std::map<std::string, Hyperparamet
   if (hp_metrics.empty()) return;
   impl_->write_scalars(hp_metrics, 0);
   std::vector<std::string> metric_tags;
+  metric_tags.reserve(hp_metrics.size());
   for (const auto& [key, value] : hp_metrics) metric_tags.push_back(impl_->tag(key));
   EventFileWriter& file = impl_->experiment();
   for (const std::string& event : events::hparams(wall_time_now(), impl_->hparams, metric_tags)) file.add_event(event);

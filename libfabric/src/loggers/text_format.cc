@@ -124,7 +124,7 @@ std::string python_float_repr(double value) {
   if (value == 0.0) return std::signbit(value) ? "-0.0" : "0.0";
   // The shortest round-trip digits; Python prints them in fixed notation when the decimal
   // exponent is in [-4, 16).
-  const std::string scientific = to_chars_string(value, std::chars_format::scientific);
+  std::string scientific = to_chars_string(value, std::chars_format::scientific);
   const int exponent = std::stoi(scientific.substr(scientific.find('e') + 1));
   if (exponent < -4 || exponent >= 16) return scientific;
   std::string fixed = to_chars_string(value, std::chars_format::fixed);
