@@ -2,15 +2,36 @@
 
 #include <torch/nn/utils/clip_grad.h>
 
+#include <exception>
+
 #include "backward_flag.h"
+#include "log/log.h"
 #include "connector.h"
 #include "utilities/env.h"
 #include "utilities/optimizer_state.h"
 
 namespace fabric {
 
-Fabric::Fabric(FabricOptions options) : strategy_(connector::resolve(std::move(options))) {}
-Fabric::~Fabric() = default;
+Fabric::Fabric(FabricOptions options)
+    : strategy_(connector::resolve(options)),
+      loggers_(std::move(options.loggers)),
+      callbacks_(std::move(options.callbacks)) {
+  for (const auto& logger : loggers_) {
+    if (!logger) throw ConfigurationError("FabricOptions::loggers holds a null logger; pass fabric::loggers::csv(...) etc.");
+  }
+}
+
+Fabric::~Fabric() {
+  if (!strategy_ || !is_global_zero()) return;  // moved from, or not the rank that logs
+  const char* status = std::uncaught_exceptions() > 0 ? "failed" : "success";
+  for (const auto& logger : loggers_) {
+    try {
+      logger->finalize(status);
+    } catch (const std::exception& error) {  // a destructor must not throw; say what was lost
+      log::warn(std::string("Finalizing logger '") + logger->name() + "' failed: " + error.what());
+    }
+  }
+}
 Fabric::Fabric(Fabric&&) noexcept = default;
 Fabric& Fabric::operator=(Fabric&&) noexcept = default;
 
@@ -99,6 +120,32 @@ Scope Fabric::init_module(bool empty_init) {
   // functions cannot be intercepted, so weights are still initialised: correct, not faster.
   (void)empty_init;
   return strategy_->module_init_context();
+}
+
+double MetricValue::to_double(const std::string& name) const {
+  if (const auto* number = std::get_if<double>(&value_)) return *number;
+  const torch::Tensor& tensor = std::get<torch::Tensor>(value_);
+  if (tensor.numel() != 1) {
+    throw UsageError("fabric.log(\"" + name + "\", ...) got a tensor of " + std::to_string(tensor.numel()) +
+                     " elements; log a single number (reduce it first, e.g. with .mean()).");
+  }
+  return tensor.detach().item<double>();
+}
+
+void Fabric::log(const std::string& name, const MetricValue& value, std::optional<std::int64_t> step) {
+  log_dict({{name, value}}, step);
+}
+
+void Fabric::log_dict(const std::map<std::string, MetricValue>& metrics, std::optional<std::int64_t> step) {
+  std::map<std::string, double> scalars;
+  for (const auto& [name, value] : metrics) scalars[name] = value.to_double(name);  // validates on every rank
+  if (!is_global_zero()) return;
+  for (const auto& logger : loggers_) logger->log_metrics(scalars, step);
+}
+
+Logger& Fabric::logger() const {
+  if (loggers_.empty()) throw UsageError("fabric.logger(): no logger was given; pass FabricOptions::loggers.");
+  return *loggers_.front();
 }
 
 void Fabric::barrier(std::string_view name) {

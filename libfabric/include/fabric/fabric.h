@@ -15,6 +15,8 @@
 
 #include <cstdint>
 #include <iostream>
+#include <map>
+#include <variant>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -25,8 +27,10 @@
 
 #include "fabric/accelerator.h"
 #include "fabric/apply.h"
+#include "fabric/callbacks.h"
 #include "fabric/data.h"
 #include "fabric/errors.h"
+#include "fabric/loggers.h"
 #include "fabric/options.h"
 #include "fabric/precision.h"
 #include "fabric/scope.h"
@@ -35,6 +39,21 @@
 #include "fabric/wrappers.h"
 
 namespace fabric {
+
+// A metric for fabric.log: a number, or a one-element tensor (detached and read as a double).
+class MetricValue {
+ public:
+  MetricValue(double value) : value_(value) {}
+  MetricValue(float value) : value_(static_cast<double>(value)) {}
+  MetricValue(int value) : value_(static_cast<double>(value)) {}
+  MetricValue(std::int64_t value) : value_(static_cast<double>(value)) {}
+  MetricValue(const torch::Tensor& value) : value_(value) {}
+  // The number to log; UsageError naming the metric for a tensor of more than one element.
+  double to_double(const std::string& name) const;
+
+ private:
+  std::variant<double, torch::Tensor> value_;
+};
 
 // Arguments of clip_gradients: exactly one of clip_val and max_norm.
 struct ClipOptions {
@@ -215,6 +234,20 @@ class Fabric {
 
   void barrier(std::string_view name = {});
 
+  // Sends metrics to every logger, on global rank zero only. Tensors are detached and must
+  // hold one element. step defaults to each logger's own counter.
+  void log(const std::string& name, const MetricValue& value, std::optional<std::int64_t> step = std::nullopt);
+  void log_dict(const std::map<std::string, MetricValue>& metrics, std::optional<std::int64_t> step = std::nullopt);
+  // The first logger (UsageError if there is none) and all of them.
+  Logger& logger() const;
+  const std::vector<std::shared_ptr<Logger>>& loggers() const { return loggers_; }
+
+  // Invokes hook `name` on every callback that defines it, in registration order.
+  template <typename... Args>
+  void call(std::string_view name, Args&&... args) {
+    for (const auto& callback : callbacks_) callback.invoke(name, args...);
+  }
+
   // Saves `state` to `path` in torch.save's format: modules as their state dicts (Python's
   // parameter names), optimizers as Python-style state dicts, plain values as they are.
   // Atomic (a crash leaves the previous file); only global rank 0 writes, all ranks wait.
@@ -269,6 +302,8 @@ class Fabric {
   std::optional<torch::Device> batch_device(bool move_to_device) const;
 
   std::shared_ptr<Strategy> strategy_;
+  std::vector<std::shared_ptr<Logger>> loggers_;
+  std::vector<Callback> callbacks_;
   bool launched_ = false;
 };
 

@@ -5,9 +5,13 @@
 #pragma once
 
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
+
+#include "fabric/callbacks.h"
+#include "fabric/loggers.h"
 
 namespace fabric {
 
@@ -52,6 +56,10 @@ struct FabricOptions {
   Devices devices = "auto";          // per node
   int num_nodes = 1;
   PrecisionInput precision = {};     // default "32-true"
+  // Receive fabric.log / log_dict on global rank zero; finalized when Fabric is destroyed.
+  std::vector<std::shared_ptr<Logger>> loggers = {};
+  // Whose hooks fabric.call(name, args...) invokes, in this order.
+  std::vector<Callback> callbacks = {};
 };
 
 }  // namespace fabric
