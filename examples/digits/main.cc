@@ -30,6 +30,8 @@ struct Args {
   double lr = 3e-3;
   int64_t seed = 42;
   double require_accuracy = 0.0;
+  std::string log_dir = "logs";
+  std::string checkpoint = "";
 };
 
 // Accuracy of `model` on `images`/`labels`, in evaluation mode.
@@ -55,10 +57,14 @@ int main(int argc, char** argv) {
   app.add_option("--lr", args.lr, "AdamW learning rate");
   app.add_option("--seed", args.seed, "seed for weights, split and shuffling");
   app.add_option("--require-accuracy", args.require_accuracy, "exit 1 if test accuracy ends below this");
+  app.add_option("--log-dir", args.log_dir, "where metrics.csv goes (root of lightning_logs/version_N)");
+  app.add_option("--checkpoint", args.checkpoint, "save model and optimizer here at the end (PyTorch-readable)");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    fabric::Fabric fabric({.accelerator = args.accelerator, .precision = args.precision});
+    fabric::Fabric fabric({.accelerator = args.accelerator,
+                           .precision = args.precision,
+                           .loggers = {fabric::loggers::csv({.root_dir = args.log_dir})}});
     fabric.launch();
     fabric.seed_everything(args.seed);
 
@@ -90,15 +96,21 @@ int main(int argc, char** argv) {
         optimizer.step();
         loss_sum += loss.item<double>();
         ++steps;
+        fabric.log("train_loss", loss);
       }
       if (epoch == 1 || epoch % 5 == 0 || epoch == args.epochs) {
         const double test_accuracy = accuracy(model, fabric, test_images, test_labels);
         fabric.print("epoch", epoch, "/", args.epochs, "| loss", loss_sum / static_cast<double>(steps),
                      "| test accuracy", test_accuracy);
+        fabric.log("test_accuracy", test_accuracy);
       }
     }
     const double final_accuracy = accuracy(model, fabric, test_images, test_labels);
-    fabric.print("final test accuracy", final_accuracy);
+    fabric.print("final test accuracy", final_accuracy, "| metrics in", fabric.logger().log_dir());
+    if (!args.checkpoint.empty()) {
+      fabric.save(args.checkpoint, {{"model", model}, {"optimizer", optimizer}, {"epochs", args.epochs}});
+      fabric.print("checkpoint written to", args.checkpoint, "(torch.load opens it)");
+    }
     if (final_accuracy < args.require_accuracy) {
       std::cerr << "test accuracy " << final_accuracy << " is below the required " << args.require_accuracy << "\n";
       return 1;
