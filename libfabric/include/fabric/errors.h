@@ -34,4 +34,11 @@ class CheckpointError : public Error {
   using Error::Error;
 };
 
+// A collective operation failed: a peer rank exited, hung past the timeout, or the
+// rendezvous never completed. The message names the operation, this rank and the world.
+class CollectiveError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace fabric

@@ -1,0 +1,35 @@
+#include "fabric/collective.h"
+
+#include <cstring>
+
+#include "collectives/gloo/gloo_collective.h"
+#include "fabric/errors.h"
+
+namespace fabric {
+
+ReduceOp parse_reduce_op(std::string_view name) {
+  if (name == "sum") return ReduceOp::kSum;
+  if (name == "mean" || name == "avg") return ReduceOp::kMean;
+  if (name == "max") return ReduceOp::kMax;
+  if (name == "min") return ReduceOp::kMin;
+  throw ConfigurationError("reduce_op=\"" + std::string(name) + "\" is not supported. Use one of \"sum\", \"mean\", "
+                           "\"max\", \"min\".");
+}
+
+std::string Collective::broadcast_bytes(const std::string& bytes, int src) {
+  torch::Tensor size = torch::tensor(static_cast<std::int64_t>(bytes.size()));
+  broadcast(size, src);
+  torch::Tensor data = torch::empty({size.item<std::int64_t>()}, torch::kUInt8);
+  if (rank() == src) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
+  broadcast(data, src);
+  return std::string(static_cast<const char*>(data.data_ptr()), static_cast<std::size_t>(data.numel()));
+}
+
+std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::DeviceType device_type,
+                                            CollectiveOptions options) {
+  if (device_type == torch::kCPU) return collectives::make_gloo_collective(environment, options);
+  throw ConfigurationError(std::string("No collective backend for ") + c10::DeviceTypeName(device_type) +
+                           " tensors in this build: NCCL (for CUDA) is not wired in yet; use the cpu accelerator.");
+}
+
+}  // namespace fabric

@@ -1,0 +1,14 @@
+// The Gloo backend: LibTorch's c10d::ProcessGroupGloo over a c10d::TCPStore. Compiled with
+// the gloo headers from Debian's libgloo-dev (the torch wheel ships the library's symbols
+// but not its headers) and USE_C10D_GLOO, in this one translation unit only.
+#pragma once
+
+#include <memory>
+
+#include "fabric/collective.h"
+
+namespace fabric::collectives {
+
+std::unique_ptr<Collective> make_gloo_collective(const ClusterEnvironment& environment, CollectiveOptions options);
+
+}  // namespace fabric::collectives
