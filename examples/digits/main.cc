@@ -24,6 +24,7 @@ TORCH_MODULE(Net);
 struct Args {
   std::string data = FABRIC_DIGITS_CSV;
   std::string accelerator = "auto";
+  std::string devices = "auto";
   std::string precision = "32-true";
   int epochs = 30;
   size_t batch_size = 64;
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Train an MLP on scikit-learn's digits with Fabric for C++"};
   app.add_option("--data", args.data, "path of scikit-learn's datasets/data/digits.csv.gz");
   app.add_option("--accelerator", args.accelerator, "auto, cpu or cuda");
+  app.add_option("--devices", args.devices, "processes (devices) per node; >1 trains with DDP");
   app.add_option("--precision", args.precision, "32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true");
   app.add_option("--epochs", args.epochs, "passes over the training split")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", args.batch_size, "samples per step")->check(CLI::PositiveNumber);
@@ -63,6 +65,7 @@ int main(int argc, char** argv) {
 
   try {
     fabric::Fabric fabric({.accelerator = args.accelerator,
+                           .devices = args.devices,
                            .precision = args.precision,
                            .loggers = {fabric::loggers::csv({.root_dir = args.log_dir})}});
     fabric.launch();

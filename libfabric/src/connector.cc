@@ -6,8 +6,10 @@
 
 #include "accelerators/cpu.h"
 #include "accelerators/cuda.h"
+#include "fabric/environment.h"
 #include "fabric/errors.h"
 #include "precision/factory.h"
+#include "strategies/ddp.h"
 #include "strategies/single_device.h"
 #include "utilities/env.h"
 #include "utilities/text.h"
@@ -16,13 +18,13 @@ namespace fabric::connector {
 namespace {
 
 const std::vector<std::string> kAcceleratorNames = {"auto", "cpu", "cuda", "gpu"};
-const std::vector<std::string> kStrategyNames = {"auto", "single_device"};
+const std::vector<std::string> kStrategyNames = {"auto", "single_device", "ddp", "ddp_find_unused_parameters_true"};
 // Lightning strategies that Fabric for C++ does not provide (yet): named, so the error can
 // say so instead of calling them invalid.
-const std::vector<std::string> kUnavailableStrategies = {
-    "ddp",  "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
-    "dp",   "fsdp",      "fsdp_cpu_offload",         "deepspeed",
-    "xla",  "xla_fsdp",  "single_xla"};
+const std::vector<std::string> kUnavailableStrategies = {"dp",  "fsdp",     "fsdp_cpu_offload", "deepspeed",
+                                                          "xla", "xla_fsdp", "single_xla"};
+// Python starts these ranks by spawning or forking an interpreter; a C++ program re-executes itself.
+const std::vector<std::string> kPythonOnlyStrategies = {"ddp_spawn", "ddp_fork", "ddp_notebook"};
 
 std::string lower(std::string value) {
   std::transform(value.begin(), value.end(), value.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -45,6 +47,10 @@ void apply_env_overrides(FabricOptions& options) {
 
 void validate_strategy_name(const std::string& strategy) {
   if (contains(kStrategyNames, strategy)) return;
+  if (contains(kPythonOnlyStrategies, strategy)) {
+    throw ConfigurationError("strategy=\"" + strategy + "\" spawns or forks Python interpreters; in C++ use "
+                             "strategy=\"ddp\", whose launch() re-executes the program once per local rank.");
+  }
   if (contains(kUnavailableStrategies, strategy) || strategy.rfind("deepspeed", 0) == 0) {
     throw ConfigurationError("strategy=\"" + strategy +
                              "\" is a Lightning strategy that this build of Fabric for C++ does not provide. "
@@ -108,18 +114,42 @@ std::shared_ptr<Strategy> resolve(FabricOptions options) {
   }
 
   auto accelerator = choose_accelerator(options.accelerator);
-  const Devices devices = options.devices.is_auto() ? Devices(accelerator->auto_device_count()) : options.devices;
-  const std::vector<torch::Device> parallel_devices = accelerator->parse_devices(devices);
-
-  if (parallel_devices.size() > 1 || options.num_nodes > 1) {
-    const std::string why = options.num_nodes > 1 ? "num_nodes=" + std::to_string(options.num_nodes)
-                                                  : std::to_string(parallel_devices.size()) + " devices";
-    throw ConfigurationError(why + " needs a distributed strategy (\"ddp\"), which this build of Fabric for C++ "
-                                   "does not provide yet. Use devices=1 and num_nodes=1.");
+  auto environment = detect_environment();
+  const bool launched_outside = environment->creates_processes_externally() && environment->world_size() > 1;
+  Devices devices = options.devices;
+  if (devices.is_auto()) {
+    // Under fabricd, torchrun or Slurm, "auto" means the processes the launcher started on this node.
+    devices = launched_outside
+                  ? Devices(static_cast<int>(env::get_int("LOCAL_WORLD_SIZE")
+                                                 .value_or(environment->world_size() / options.num_nodes)))
+                  : Devices(accelerator->auto_device_count());
   }
-  const torch::Device root = parallel_devices.front();
+  const std::vector<torch::Device> parallel_devices = accelerator->parse_devices(devices);
+  const bool distributed = parallel_devices.size() > 1 || options.num_nodes > 1 || launched_outside;
+
+  std::string strategy = options.strategy;
+  if (strategy == "auto") strategy = distributed ? "ddp" : "single_device";
+  if (strategy == "single_device" && distributed) {
+    throw ConfigurationError("strategy=\"single_device\" runs one process on one device, but " +
+                             std::to_string(parallel_devices.size()) + " device(s) x " +
+                             std::to_string(options.num_nodes) + " node(s) were requested" +
+                             (launched_outside ? " (and " + environment->name() + " started " +
+                                                     std::to_string(environment->world_size()) + " processes)"
+                                               : std::string()) +
+                             ". Use strategy=\"ddp\" or \"auto\".");
+  }
+  if (strategy == "single_device") {
+    const torch::Device root = parallel_devices.front();
+    auto precision = precision::make_precision(precision_name, root);
+    return std::make_shared<strategies::SingleDeviceStrategy>(root, std::move(accelerator), std::move(precision));
+  }
+  const int local_rank = launched_outside ? environment->local_rank() : 0;
+  const torch::Device root = parallel_devices.at(static_cast<size_t>(
+      std::min(local_rank, static_cast<int>(parallel_devices.size()) - 1)));
   auto precision = precision::make_precision(precision_name, root);
-  return std::make_shared<strategies::SingleDeviceStrategy>(root, std::move(accelerator), std::move(precision));
+  strategies::DDPOptions ddp{.find_unused_parameters = strategy == "ddp_find_unused_parameters_true"};
+  return std::make_shared<strategies::DDPStrategy>(parallel_devices, options.num_nodes, std::move(environment),
+                                                   std::move(accelerator), std::move(precision), ddp);
 }
 
 }  // namespace fabric::connector

@@ -2,6 +2,7 @@
 
 #include <torch/nn/utils/clip_grad.h>
 
+#include <cstring>
 #include <exception>
 
 #include "backward_flag.h"
@@ -36,12 +37,15 @@ Fabric::Fabric(Fabric&&) noexcept = default;
 Fabric& Fabric::operator=(Fabric&&) noexcept = default;
 
 void Fabric::launch() {
+  if (launched_) return;  // a second launch() does nothing, as in Lightning
   launched_ = true;
+  strategy_->launch();
   strategy_->setup_environment();
+  log::set_rank(global_rank());
 }
 
 void Fabric::validate_launched(std::string_view method) const {
-  if (strategy_->requires_launch() && !launched_) {
+  if (strategy_->name() != "single_device" && !launched_) {
     throw UsageError("To use Fabric with more than one device, call fabric.launch() before fabric." +
                      std::string(method) + "(), or start the program with fabricd run / torchrun.");
   }
@@ -151,6 +155,42 @@ Logger& Fabric::logger() const {
 void Fabric::barrier(std::string_view name) {
   validate_launched("barrier");
   strategy_->barrier(name);
+}
+
+torch::Tensor Fabric::all_reduce(torch::Tensor tensor, std::string_view reduce_op) {
+  validate_launched("all_reduce");
+  strategy_->all_reduce(tensor, parse_reduce_op(reduce_op));
+  return tensor;
+}
+
+std::vector<torch::Tensor> Fabric::all_gather(const torch::Tensor& tensor) {
+  validate_launched("all_gather");
+  return strategy_->all_gather(tensor);
+}
+
+torch::Tensor Fabric::broadcast(torch::Tensor tensor, int src) {
+  validate_launched("broadcast");
+  strategy_->broadcast(tensor, src);
+  return tensor;
+}
+
+std::string Fabric::broadcast(const std::string& value, int src) {
+  torch::Tensor size = broadcast(torch::tensor(static_cast<std::int64_t>(value.size())), src);
+  torch::Tensor bytes = torch::zeros({size.item<std::int64_t>()}, torch::kUInt8);
+  if (global_rank() == src) std::memcpy(bytes.data_ptr(), value.data(), value.size());
+  bytes = broadcast(bytes, src);
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
+}
+
+Scope Fabric::rank_zero_first(bool local) {
+  const bool first = (local ? local_rank() : global_rank()) == 0;
+  // Every rank takes part in exactly one barrier before the others run the block (rank
+  // zero's at its end), then one more, which all ranks leave together.
+  if (!first) barrier("rank_zero_first");
+  return Scope([this, first] {
+    if (first) barrier("rank_zero_first");
+    barrier("rank_zero_first.exit");
+  });
 }
 
 data::DistributedSampler::Options Fabric::sampler_options(const DataLoaderOptions& options) const {

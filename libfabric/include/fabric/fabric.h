@@ -125,9 +125,16 @@ class Fabric {
   Fabric(Fabric&&) noexcept;
   Fabric& operator=(Fabric&&) noexcept;
 
-  // Starts the processes the strategy needs and sets up this process's device. A no-op
-  // beyond that for one process, and under fabricd or torchrun, which start the processes.
+  // Starts the processes the strategy needs (ddp with devices=N: N-1 copies of this program,
+  // as local ranks 1..N-1), connects them, and sets up this process's device. Under fabricd,
+  // torchrun or Slurm the processes exist already and launch() only connects them.
   void launch();
+  // launch(), then fn(*this) in every rank; returns fn's result.
+  template <typename Fn>
+  auto launch(Fn&& fn) {
+    launch();
+    return std::forward<Fn>(fn)(*this);
+  }
 
   // Converts the module to the precision, moves it to the device, applies the strategy,
   // and wraps it. Optimizers are given as pointers, by value, or as factories called with
@@ -233,6 +240,30 @@ class Fabric {
   }
 
   void barrier(std::string_view name = {});
+
+  // Reduces `tensor` across ranks, in place, and returns it: "mean" (default), "sum", "max",
+  // "min". One process: unchanged.
+  torch::Tensor all_reduce(torch::Tensor tensor, std::string_view reduce_op = "mean");
+  // Every rank's tensor, in rank order (dimension 0 may differ). One process: {tensor}.
+  std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor);
+  // Rank `src`'s value on every rank: a tensor (same shape everywhere), a string or a number.
+  torch::Tensor broadcast(torch::Tensor tensor, int src = 0);
+  std::string broadcast(const std::string& value, int src = 0);
+  template <typename Number>
+    requires std::is_arithmetic_v<Number>
+  Number broadcast(Number value, int src = 0) {
+    using Wide = std::conditional_t<std::is_floating_point_v<Number>, double, std::int64_t>;
+    return static_cast<Number>(broadcast(torch::tensor(static_cast<Wide>(value)), src).template item<Wide>());
+  }
+  // Rank zero (of the node, with local) runs the block first; the others wait, then run it.
+  // All ranks leave together. Use: { auto first = fabric.rank_zero_first(); download(); }
+  Scope rank_zero_first(bool local = false);
+  // Skips gradient synchronisation of `module` for forward and backward inside the scope
+  // (gradient accumulation); the next synchronised backward reduces what accumulated.
+  template <typename Impl>
+  Scope no_backward_sync(FabricModule<Impl>& module, bool enabled = true) {
+    return strategy_->no_backward_sync(*module, enabled);
+  }
 
   // Sends metrics to every logger, on global rank zero only. Tensors are detached and must
   // hold one element. step defaults to each logger's own counter.

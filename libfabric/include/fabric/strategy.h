@@ -11,8 +11,10 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "fabric/accelerator.h"
+#include "fabric/collective.h"
 #include "fabric/precision.h"
 #include "fabric/scope.h"
 
@@ -56,7 +58,19 @@ class Strategy {
   // Default dtype (and, for sharded strategies, placement) for init_module/init_tensor.
   virtual Scope module_init_context() { return precision_->init_context(); }
 
+  // Around every FabricModule forward: DDP prepares gradient synchronisation here.
+  virtual void before_forward(torch::nn::Module& module) {}
+  virtual void after_forward(torch::nn::Module& module, const std::vector<torch::Tensor>& outputs) {}
+  // While the returned scope lives, backward does not synchronise `module`'s gradients.
+  virtual Scope no_backward_sync(torch::nn::Module& module, bool enabled) { return {}; }
+
+  // Collectives; one process: barrier does nothing, the others return their input.
   virtual void barrier(std::string_view name = {}) {}
+  virtual void broadcast(torch::Tensor& tensor, int src) {}
+  virtual void all_reduce(torch::Tensor& tensor, ReduceOp op) {}
+  virtual std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor) { return {tensor}; }
+  // Starts the other local ranks if this strategy needs them and no launcher did.
+  virtual void launch() {}
 
   Accelerator& accelerator() { return *accelerator_; }
   Precision& precision() { return *precision_; }

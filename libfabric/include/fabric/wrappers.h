@@ -53,6 +53,7 @@ class FabricModule {
   auto forward(Args&&... args) {
     Precision& precision = strategy_->precision();
     const auto input_dtype = precision.input_dtype();
+    strategy_->before_forward(*module_);
     auto output = [&] {
       Scope forward_context = precision.forward_context();
       return module_->forward(detail::cast_input(std::forward<Args>(args), input_dtype)...);
@@ -60,12 +61,13 @@ class FabricModule {
     if (precision.converts_output()) {
       output = cast_floating_tensors(std::move(output), c10::get_default_dtype_as_scalartype());
     }
-    if (precision.requires_fabric_backward()) {
-      apply_to_tensors(output, [](const torch::Tensor& tensor) {
-        detail::guard_backward(tensor);
-        return tensor;
-      });
-    }
+    std::vector<torch::Tensor> output_tensors;
+    apply_to_tensors(output, [&](const torch::Tensor& tensor) {
+      if (precision.requires_fabric_backward()) detail::guard_backward(tensor);
+      output_tensors.push_back(tensor);
+      return tensor;
+    });
+    strategy_->after_forward(*module_, output_tensors);
     return output;
   }
 

@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
     auto model = torch::nn::Sequential(torch::nn::Linear(1024, 1024));
     for (std::int64_t counter = std::stoll(argv[3]);; ++counter) {
       fabric.save(argv[2], {{"model", model}, {"counter", counter}});
+      std::cout << "saved " << counter << std::endl;  // the test waits for the first of these
     }
   }
   std::cerr << "usage: checkpoint_helper train|resume|save-forever ...\n";

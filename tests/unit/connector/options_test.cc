@@ -98,9 +98,19 @@ TEST(Options, CpuDevices_MustBeAPositiveCount) {
   EXPECT_EQ(fabric.device(), torch::Device(torch::kCPU));
 }
 
-TEST(Options, SeveralDevicesOrNodes_NeedADistributedStrategy) {
-  expect_contains(error_for({.accelerator = "cpu", .devices = 2}), "needs a distributed strategy");
-  expect_contains(error_for({.accelerator = "cpu", .num_nodes = 2}), "needs a distributed strategy");
+TEST(Options, SeveralDevicesOrNodes_ChooseDdpThatMustBeLaunched) {
+  Fabric fabric({.accelerator = "cpu", .devices = 2});
+  EXPECT_EQ(fabric.strategy().name(), "ddp");
+  EXPECT_EQ(fabric.world_size(), 2);
+  try {
+    fabric.setup_module(torch::nn::Linear(2, 2));
+    FAIL() << "setup before launch() must be refused under ddp";
+  } catch (const UsageError& error) {
+    EXPECT_NE(std::string(error.what()).find("call fabric.launch()"), std::string::npos) << error.what();
+  }
+  expect_contains(error_for({.accelerator = "cpu", .strategy = "single_device", .devices = 2}),
+                  "Use strategy=\"ddp\"");
+  expect_contains(error_for({.accelerator = "cpu", .strategy = "ddp_spawn"}), "re-executes the program");
   expect_contains(error_for({.accelerator = "cpu", .num_nodes = 0}), "num_nodes=0 is not valid");
 }
 

@@ -5,12 +5,13 @@
 
 #include <cstdlib>
 
+#include "collectives/process_group.h"
 #include "fabric/errors.h"
 
 namespace fabric::collectives {
 namespace {
 
-class GlooCollective final : public Collective {
+class GlooCollective final : public Collective, public HasProcessGroup {
  public:
   GlooCollective(const ClusterEnvironment& environment, CollectiveOptions options)
       : rank_(environment.global_rank()), world_size_(environment.world_size()), timeout_(options.timeout) {
@@ -27,8 +28,13 @@ class GlooCollective final : public Collective {
       gloo_options->devices.push_back(interface ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
                                                 : c10d::ProcessGroupGloo::createDefaultDevice());
       group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank_, world_size_, gloo_options);
+      process_group_ = c10::make_intrusive<c10d::ProcessGroup>(store, rank_, world_size_);
+      process_group_->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, group_);
+      process_group_->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
     });
   }
+
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group() override { return process_group_; }
 
   std::string_view backend() const override { return "gloo"; }
   int rank() const override { return rank_; }
@@ -121,6 +127,7 @@ class GlooCollective final : public Collective {
   int world_size_;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group_;  // the same group, for c10d::Reducer
 };
 
 }  // namespace

@@ -1,0 +1,97 @@
+// DDP across real processes against one process: 2 ranks training on halves of each batch
+// must end where one process training on the whole batches ends (1e-6 relative, float32 and
+// float64); gradient accumulation with no_backward_sync equals the large batch; a parameter
+// without gradient is reported by name.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "ddp_reference.h"
+#include "fabric/fabric.h"
+#include "support/processes.h"
+#include "support/python.h"
+
+namespace fabric {
+namespace {
+
+using testing::exit_code;
+using testing::read_file;
+
+// Trains one process on the concatenated batches; returns the final parameters.
+std::vector<torch::Tensor> single_process(const std::string& precision, int steps, int world, bool accumulate) {
+  Fabric fabric({.accelerator = "cpu", .precision = precision});
+  auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
+    return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1).momentum(0.9));
+  });
+  for (int step = 0; step < (accumulate ? 1 : steps); ++step) {
+    auto [x, y] = ddp_reference::global_batch(step, world);
+    optimizer.zero_grad();
+    fabric.backward(torch::nn::functional::cross_entropy(model(x), y));
+    optimizer.step();
+  }
+  std::vector<torch::Tensor> params;
+  for (const auto& param : model.parameters()) params.push_back(param.detach().clone());
+  return params;
+}
+
+std::vector<torch::Tensor> saved(const std::string& path) {
+  Fabric reader({.accelerator = "cpu"});
+  std::vector<torch::Tensor> params;
+  for (const auto& entry : reader.load(path).get<torch::IValue>("model").toGenericDict()) {
+    params.push_back(entry.value().toTensor());
+  }
+  return params;
+}
+
+void expect_close(const std::vector<torch::Tensor>& ours, const std::vector<torch::Tensor>& expected) {
+  ASSERT_EQ(ours.size(), expected.size());
+  for (size_t i = 0; i < ours.size(); ++i) {
+    const double scale = expected[i].abs().max().item<double>();
+    const double error = (ours[i].to(torch::kFloat64) - expected[i].to(torch::kFloat64)).abs().max().item<double>();
+    EXPECT_LE(error, 1e-6 * scale) << "parameter " << i << ": max error " << error << " at scale " << scale;
+  }
+}
+
+void run_ranks(int world, std::vector<std::string> args) {
+  auto ranks = testing::start_ranks(DDP_WORKER, world, std::move(args));
+  for (auto& rank : ranks) {
+    EXPECT_EQ(exit_code(rank, std::chrono::seconds(120)), 0) << read_file(rank.output);
+    ::unlink(rank.output.c_str());
+  }
+}
+
+class DdpParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DdpParity, TwoRanksEndWhereOneProcessOnTheWholeBatchesEnds) {
+  testing::ScopedTempDir dir;
+  const std::string out = (dir.path() / "ddp.pt").string();
+  run_ranks(2, {"train", GetParam(), "10", out});
+  expect_close(saved(out), single_process(GetParam(), 10, 2, /*accumulate=*/false));
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, DdpParity, ::testing::Values("32-true", "64-true"),
+                         [](const auto& info) { return info.param == "32-true" ? "Float32" : "Float64"; });
+
+TEST(Ddp, NoBackwardSyncAccumulation_EqualsTheLargeBatch) {
+  testing::ScopedTempDir dir;
+  const std::string out = (dir.path() / "accumulated.pt").string();
+  run_ranks(2, {"accumulate", out});
+  expect_close(saved(out), single_process("32-true", 1, 2, /*accumulate=*/true));
+}
+
+TEST(Ddp, FabricCollectivesAndRankZeroFirstWorkAcrossProcesses) {
+  testing::ScopedTempDir dir;
+  run_ranks(3, {"fabric-collectives", dir.path().string()});
+}
+
+TEST(Ddp, ParameterWithoutGradient_IsReportedByName) {
+  auto ranks = testing::start_ranks(DDP_WORKER, 2, {"unused"});
+  for (auto& rank : ranks) {
+    EXPECT_EQ(exit_code(rank, std::chrono::seconds(60)), 4) << read_file(rank.output);
+    const std::string output = read_file(rank.output);
+    EXPECT_NE(output.find("unused.weight"), std::string::npos) << output;
+    ::unlink(rank.output.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace fabric

@@ -1,0 +1,98 @@
+// One rank of the DDP tests (ddp_test.cc starts several with torchrun-style variables):
+//   train PRECISION STEPS OUT        DDP training, each rank on its slice of every global
+//                                    batch; rank 0 saves the final model to OUT
+//   accumulate OUT                   one step from two micro-batches, the first inside
+//                                    no_backward_sync; rank 0 saves the model to OUT
+//   unused                           a parameter that never gets a gradient: exit 4 with
+//                                    "USAGE_ERROR: ..." on the step after
+//   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
+//                                    rank_zero_first; exit 1 on the first wrong value
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "ddp_reference.h"
+#include "fabric/fabric.h"
+
+// A module whose forward never touches `unused`.
+struct PartlyUsed : torch::nn::Module {
+  torch::nn::Linear used = register_module("used", torch::nn::Linear(4, 2));
+  torch::nn::Linear unused = register_module("unused", torch::nn::Linear(4, 2));
+  torch::Tensor forward(const torch::Tensor& x) { return used(x); }
+};
+
+int main(int argc, char** argv) {
+  const std::string scenario = argv[1];
+  try {
+    if (scenario == "train" || scenario == "accumulate") {
+      const std::string precision = scenario == "train" ? argv[2] : "32-true";
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .precision = precision});
+      fabric.launch();
+      auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
+        return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1).momentum(0.9));
+      });
+      const int rank = fabric.global_rank(), world = fabric.world_size();
+      if (scenario == "train") {
+        const int steps = std::stoi(argv[3]);
+        for (int step = 0; step < steps; ++step) {
+          auto [x, y] = ddp_reference::global_batch(step, world);
+          optimizer.zero_grad();
+          auto local_x = x.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
+          auto local_y = y.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
+          fabric.backward(torch::nn::functional::cross_entropy(model(local_x), local_y));
+          optimizer.step();
+        }
+        fabric.save(argv[4], {{"model", model}});
+      } else {
+        // Two micro-batches per rank: rows [2r, 2r+1] halves of rank r's slice of step 0.
+        auto [x, y] = ddp_reference::global_batch(0, world);
+        const int half = ddp_reference::kRowsPerRank / 2;
+        optimizer.zero_grad();
+        for (int micro = 0; micro < 2; ++micro) {
+          auto micro_x = x.narrow(0, rank * ddp_reference::kRowsPerRank + micro * half, half);
+          auto micro_y = y.narrow(0, rank * ddp_reference::kRowsPerRank + micro * half, half);
+          auto skip_sync = fabric.no_backward_sync(model, /*enabled=*/micro == 0);
+          fabric.backward(torch::nn::functional::cross_entropy(model(micro_x), micro_y) / 2);
+        }
+        optimizer.step();
+        fabric.save(argv[2], {{"model", model}});
+      }
+    } else if (scenario == "fabric-collectives") {
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      fabric.launch();
+      const int rank = fabric.global_rank(), world = fabric.world_size();
+      auto require = [](bool ok, const char* what) {
+        if (!ok) {
+          std::cerr << "WRONG: " << what << std::endl;
+          std::exit(1);
+        }
+      };
+      require(fabric.broadcast(rank == 0 ? std::string("from rank zero") : std::string(), 0) == "from rank zero",
+              "broadcast string");
+      require(fabric.broadcast(rank == 1 ? 42 : 0, 1) == 42, "broadcast int from rank 1");
+      require(fabric.broadcast(rank == 0 ? 2.5 : 0.0) == 2.5, "broadcast double");
+      require(fabric.all_reduce(torch::tensor(double(rank))).item<double>() == (world - 1) / 2.0, "mean");
+      require(fabric.all_reduce(torch::tensor(double(rank)), "max").item<double>() == world - 1, "max");
+      auto gathered = fabric.all_gather(torch::arange(rank + 1));
+      require(static_cast<int>(gathered.size()) == world && gathered.back().numel() == world, "all_gather");
+      const std::string marker = std::string(argv[2]) + "/rank-zero-was-here";
+      {
+        auto first = fabric.rank_zero_first();
+        if (rank == 0) std::ofstream(marker) << "done";
+        require(std::ifstream(marker).good(), "rank zero ran the block before the others");
+      }
+    } else if (scenario == "unused") {
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      fabric.launch();
+      auto model = fabric.setup_module(std::make_shared<PartlyUsed>());
+      for (int step = 0; step < 2; ++step) fabric.backward(model(torch::ones({1, 4})).sum());
+    }
+  } catch (const fabric::UsageError& error) {
+    std::cout << "USAGE_ERROR: " << error.what() << std::endl;
+    return 4;
+  }
+  return 0;
+}
