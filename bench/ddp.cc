@@ -1,0 +1,128 @@
+// bench/ddp: Fabric's DDP against PyTorch's DistributedDataParallel under torchrun (Python,
+// Gloo, CPU), world size 2, on the same models and batches: a small MLP and a ~25M-parameter
+// one, as training steps per second; and all-reduce bus bandwidth (algbw * 2(n-1)/n) for
+// 1-64 MB through Fabric's collective against torch.distributed.all_reduce on Gloo. One JSON
+// line per case, ratio = ours / theirs, higher is better. Each side runs its processes
+// alone (never both at once), one thread per process.
+//   bench/run ddp            (the same binary is the worker when RANK is set)
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "fabric/fabric.h"
+
+namespace {
+
+torch::nn::Sequential mlp(const std::string& size) {
+  torch::manual_seed(0);
+  if (size == "small") {
+    return torch::nn::Sequential(torch::nn::Linear(128, 256), torch::nn::ReLU(), torch::nn::Linear(256, 256),
+                                 torch::nn::ReLU(), torch::nn::Linear(256, 10));
+  }
+  return torch::nn::Sequential(torch::nn::Linear(1024, 4096), torch::nn::ReLU(), torch::nn::Linear(4096, 4096),
+                               torch::nn::ReLU(), torch::nn::Linear(4096, 1024));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Worker: one rank, started by the driver with torchrun-style variables.
+int worker(int argc, char** argv) {
+  torch::set_num_threads(1);
+  const std::string mode = argv[1];
+  fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2});
+  fabric.launch();  // rank 0 re-executes this binary as rank 1
+  if (mode == "train") {
+    const std::string size = argv[2];
+    const int steps = std::stoi(argv[3]);
+    auto [model, optimizer] = fabric.setup(mlp(size), [](auto params) {
+      return std::make_shared<torch::optim::SGD>(params, 0.01);
+    });
+    const int features = size == "small" ? 128 : 1024, classes = size == "small" ? 10 : 1024;
+    torch::Tensor x = torch::randn({32, features}), y = torch::randint(0, classes, {32});
+    auto step = [&] {
+      optimizer.zero_grad();
+      fabric.backward(torch::nn::functional::cross_entropy(model(x), y));
+      optimizer.step();
+    };
+    for (int i = 0; i < 3; ++i) step();
+    fabric.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) step();
+    fabric.barrier();
+    if (fabric.global_rank() == 0) std::printf("{\"steps_per_s\": %f}\n", steps / seconds_since(start));
+  } else {
+    const int megabytes = std::stoi(argv[2]), iterations = std::stoi(argv[3]);
+    torch::Tensor tensor = torch::ones({megabytes * 1024 * 1024 / 4});
+    fabric.all_reduce(tensor, "sum");
+    fabric.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < iterations; ++i) fabric.all_reduce(tensor, "sum");
+    fabric.barrier();
+    if (fabric.global_rank() == 0) std::printf("{\"seconds_per_op\": %f}\n", seconds_since(start) / iterations);
+  }
+  return 0;
+}
+
+std::string run(const std::string& command) {
+  std::string output;
+  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen(command.c_str(), "r"), &pclose);
+  char buffer[4096];
+  while (pipe && fgets(buffer, sizeof(buffer), pipe.get())) output += buffer;
+  return output;
+}
+
+double json_number(const std::string& json, const std::string& key) {
+  const auto at = json.find("\"" + key + "\"");
+  if (at == std::string::npos) {
+    std::fprintf(stderr, "bench/ddp: no %s in: %s\n", key.c_str(), json.c_str());
+    std::exit(1);
+  }
+  return std::strtod(json.c_str() + json.find(':', at) + 1, nullptr);
+}
+
+std::string ours(const std::string& self, const std::string& args) {
+  // Fabric starts rank 1 itself (launch() re-executes this binary with the arguments).
+  return run("FABRIC_BENCH_WORKER=1 " + self + " " + args + " 2>/dev/null");
+}
+
+std::string theirs(const std::string& args) {
+  return run(std::string(FABRIC_PYTHON) + " -m torch.distributed.run --nproc-per-node 2 --master-port 29561 " +
+             FABRIC_SOURCE_DIR + "/bench/ddp_reference.py " + args + " 2>/dev/null");
+}
+
+void print(const std::string& case_name, const char* metric, double ours_value, double theirs_value,
+           const char* baseline) {
+  std::printf("{\"bench\": \"ddp\", \"case\": \"%s\", \"metric\": \"%s\", \"ours\": %.2f, \"baseline\": \"%s\", "
+              "\"theirs\": %.2f, \"ratio\": %.3f, \"better\": \"higher\"}\n",
+              case_name.c_str(), metric, ours_value, baseline, theirs_value, ours_value / theirs_value);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (std::getenv("FABRIC_BENCH_WORKER")) return worker(argc, argv);
+  const std::string self = argv[0];
+  for (const auto& [size, steps] : {std::pair<std::string, int>{"small", 300}, {"large", 15}}) {
+    const std::string args = "train " + size + " " + std::to_string(steps);
+    const double mine = json_number(ours(self, args), "steps_per_s");
+    const double pytorch = json_number(theirs(args), "steps_per_s");
+    print("mlp-" + std::string(size == "small" ? "small" : "25m") + "-ws2", "steps_per_s", mine, pytorch,
+          "pytorch-ddp-torchrun-gloo");
+  }
+  for (int megabytes : {1, 4, 16, 64}) {
+    const std::string args = "allreduce " + std::to_string(megabytes) + " " + std::to_string(megabytes >= 16 ? 10 : 40);
+    const double mine = json_number(ours(self, args), "seconds_per_op");
+    const double pytorch = json_number(theirs(args), "seconds_per_op");
+    const double bytes = megabytes * 1024.0 * 1024.0, bus_factor = 2.0 * (2 - 1) / 2;  // 2(n-1)/n, n = 2
+    print("allreduce-" + std::to_string(megabytes) + "mb-ws2", "bus_gb_per_s", bytes / mine * bus_factor / 1e9,
+          bytes / pytorch * bus_factor / 1e9, "torch.distributed-gloo");
+  }
+  return 0;
+}
