@@ -147,7 +147,8 @@ std::shared_ptr<Strategy> resolve(FabricOptions options) {
   const torch::Device root = parallel_devices.at(static_cast<size_t>(
       std::min(local_rank, static_cast<int>(parallel_devices.size()) - 1)));
   auto precision = precision::make_precision(precision_name, root);
-  strategies::DDPOptions ddp{.find_unused_parameters = strategy == "ddp_find_unused_parameters_true"};
+  strategies::DDPOptions ddp{.find_unused_parameters = strategy == "ddp_find_unused_parameters_true",
+                             .timeout = options.timeout};
   return std::make_shared<strategies::DDPStrategy>(parallel_devices, options.num_nodes, std::move(environment),
                                                    std::move(accelerator), std::move(precision), ddp);
 }

@@ -4,6 +4,7 @@
 // resolves "auto" when it is constructed (see connector). No torch types here.
 #pragma once
 
+#include <chrono>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -56,6 +57,9 @@ struct FabricOptions {
   Devices devices = "auto";          // per node
   int num_nodes = 1;
   PrecisionInput precision = {};     // default "32-true"
+  // How long the ranks' rendezvous and any one collective may take before a peer that
+  // exited or hangs becomes a CollectiveError (Lightning's DDPStrategy(timeout=...)).
+  std::chrono::milliseconds timeout = std::chrono::minutes(30);
   // Receive fabric.log / log_dict on global rank zero; finalized when Fabric is destroyed.
   std::vector<std::shared_ptr<Logger>> loggers = {};
   // Whose hooks fabric.call(name, args...) invokes, in this order.

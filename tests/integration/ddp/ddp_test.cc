@@ -93,5 +93,7 @@ TEST(Ddp, ParameterWithoutGradient_IsReportedByName) {
   }
 }
 
+TEST(Ddp, FindUnusedParametersStrategy_AllowsThem) { run_ranks(2, {"unused-allowed"}); }
+
 }  // namespace
 }  // namespace fabric

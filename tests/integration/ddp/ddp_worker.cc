@@ -5,6 +5,7 @@
 //                                    no_backward_sync; rank 0 saves the model to OUT
 //   unused                           a parameter that never gets a gradient: exit 4 with
 //                                    "USAGE_ERROR: ..." on the step after
+//   unused-allowed                   the same under "ddp_find_unused_parameters_true": exit 0
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
 #include <torch/torch.h>
@@ -84,8 +85,9 @@ int main(int argc, char** argv) {
         if (rank == 0) std::ofstream(marker) << "done";
         require(std::ifstream(marker).good(), "rank zero ran the block before the others");
       }
-    } else if (scenario == "unused") {
-      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+    } else if (scenario == "unused" || scenario == "unused-allowed") {
+      fabric::Fabric fabric({.accelerator = "cpu",
+                             .strategy = scenario == "unused" ? "ddp" : "ddp_find_unused_parameters_true"});
       fabric.launch();
       auto model = fabric.setup_module(std::make_shared<PartlyUsed>());
       for (int step = 0; step < 2; ++step) fabric.backward(model(torch::ones({1, 4})).sum());
