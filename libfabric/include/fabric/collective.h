@@ -1,7 +1,7 @@
 // Collectives between the ranks of a job: barrier, broadcast, all_reduce, all_gather, each
 // bounded by a timeout so that a peer that died or hangs becomes a CollectiveError naming
-// the operation, never a hang. One backend per folder in src/collectives/ (gloo for CPU
-// tensors, over LibTorch's own c10d::ProcessGroupGloo). Calls are blocking; every rank must
+// the operation, never a hang. One backend per folder in src/collectives/ over LibTorch's own
+// c10d process groups: gloo/ for CPU tensors, nccl/ for CUDA ones. Calls are blocking; every rank must
 // make the same calls in the same order. Not thread-safe.
 #pragma once
 
@@ -47,9 +47,9 @@ class Collective {
   std::string broadcast_bytes(const std::string& bytes, int src);
 };
 
-// The backend for `device_type`'s tensors, connected to the ranks of `environment` through a
-// TCP store at its main address and port (rank zero serves it).
-std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::DeviceType device_type,
+// The backend for tensors on `device` (Gloo for the CPU, NCCL for CUDA), connected to the
+// ranks of `environment` through a TCP store at its main address and port (rank zero serves it).
+std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::Device device,
                                             CollectiveOptions options = {});
 
 }  // namespace fabric

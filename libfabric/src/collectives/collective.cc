@@ -3,6 +3,9 @@
 #include <cstring>
 
 #include "collectives/gloo/gloo_collective.h"
+#ifdef FABRIC_WITH_NCCL
+#include "collectives/nccl/nccl_collective.h"
+#endif
 #include "fabric/errors.h"
 
 namespace fabric {
@@ -25,11 +28,14 @@ std::string Collective::broadcast_bytes(const std::string& bytes, int src) {
   return std::string(static_cast<const char*>(data.data_ptr()), static_cast<std::size_t>(data.numel()));
 }
 
-std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::DeviceType device_type,
+std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::Device device,
                                             CollectiveOptions options) {
-  if (device_type == torch::kCPU) return collectives::make_gloo_collective(environment, options);
-  throw ConfigurationError(std::string("No collective backend for ") + c10::DeviceTypeName(device_type) +
-                           " tensors in this build: NCCL (for CUDA) is not wired in yet; use the cpu accelerator.");
+  if (device.is_cpu()) return collectives::make_gloo_collective(environment, options);
+#ifdef FABRIC_WITH_NCCL
+  if (device.is_cuda()) return collectives::make_nccl_collective(environment, options, device);
+#endif
+  throw ConfigurationError("No collective backend for " + device.str() +
+                           " tensors in this build (NCCL needs a LibTorch with CUDA); use the cpu accelerator.");
 }
 
 }  // namespace fabric

@@ -62,7 +62,7 @@ void DDPStrategy::launch() {
 void DDPStrategy::setup_environment() {
   Strategy::setup_environment();
   if (!collective_) {
-    collective_ = make_collective(*environment_, root_device().type(), {.timeout = options_.timeout});
+    collective_ = make_collective(*environment_, root_device(), {.timeout = options_.timeout});
   }
 }
 

@@ -1,4 +1,4 @@
-// The Gloo backend: LibTorch's c10d::ProcessGroupGloo over a c10d::TCPStore. Compiled with
+// The Gloo backend for CPU tensors: LibTorch's c10d::ProcessGroupGloo. Compiled with
 // the gloo headers from Debian's libgloo-dev (the torch wheel ships the library's symbols
 // but not its headers) and USE_C10D_GLOO, in this one translation unit only.
 #pragma once
