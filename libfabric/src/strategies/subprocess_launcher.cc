@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iterator>
 
@@ -87,6 +88,11 @@ SubprocessLauncher::SubprocessLauncher(int num_processes, int num_nodes, int nod
 }
 
 SubprocessLauncher::~SubprocessLauncher() {
+  // Unwinding from an error on this rank: the others would wait in their next collective
+  // until the timeout, so end them now instead of waiting for them.
+  if (std::uncaught_exceptions() > 0) {
+    for (pid_t child : children_) ::kill(child, SIGTERM);
+  }
   for (pid_t child : children_) {
     int status = 0;
     if (::waitpid(child, &status, 0) == child && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {

@@ -2,7 +2,7 @@
 // _SubprocessScriptLauncher does: each child re-executes /proc/self/exe with the same
 // arguments and RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set, and dies with its
 // parent (PR_SET_PDEATHSIG) so that no rank outlives the job. The object owns the children:
-// its destructor waits for them.
+// its destructor waits for them, or terminates them when it runs during exception unwinding.
 #pragma once
 
 #include <sys/types.h>

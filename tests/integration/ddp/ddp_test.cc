@@ -3,6 +3,7 @@
 // float64); gradient accumulation with no_backward_sync equals the large batch; a parameter
 // without gradient is reported by name.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
 
 #include "ddp_reference.h"
@@ -91,6 +92,15 @@ TEST(Ddp, ParameterWithoutGradient_IsReportedByName) {
     EXPECT_NE(output.find("unused.weight"), std::string::npos) << output;
     ::unlink(rank.output.c_str());
   }
+}
+
+TEST(Ddp, LaunchingRankThatFails_TakesItsLocalRanksDown) {
+  // Started alone, so launch() re-executes it as rank 1; rank 0 then throws.
+  const auto start = std::chrono::steady_clock::now();
+  const int status = std::system((std::string(DDP_WORKER) + " launch-and-fail > /dev/null").c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 5) << "status " << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30)) << "not the 30-minute timeout";
+  EXPECT_NE(std::system("pgrep -f '[d]dp_worker launch-and-fail' > /dev/null"), 0) << "a rank outlived the job";
 }
 
 TEST(Ddp, FindUnusedParametersStrategy_AllowsThem) { run_ranks(2, {"unused-allowed"}); }

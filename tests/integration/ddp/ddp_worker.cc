@@ -6,6 +6,8 @@
 //   unused                           a parameter that never gets a gradient: exit 4 with
 //                                    "USAGE_ERROR: ..." on the step after
 //   unused-allowed                   the same under "ddp_find_unused_parameters_true": exit 0
+//   launch-and-fail                  started alone: launch() starts rank 1, then rank 0 throws
+//                                    while rank 1 waits in a collective; exit 5
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
 #include <torch/torch.h>
@@ -60,6 +62,16 @@ int main(int argc, char** argv) {
         }
         optimizer.step();
         fabric.save(argv[2], {{"model", model}});
+      }
+    } else if (scenario == "launch-and-fail") {
+      try {
+        fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2});
+        fabric.launch();
+        if (fabric.global_rank() == 0) throw std::runtime_error("rank 0 fails");
+        fabric.barrier();  // rank 1 waits here for a rank 0 that never comes
+      } catch (const std::runtime_error& error) {  // ~Fabric ran while this was in flight
+        std::cout << "FAILED: " << error.what() << std::endl;
+        return 5;
       }
     } else if (scenario == "fabric-collectives") {
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});

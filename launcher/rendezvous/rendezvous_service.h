@@ -1,0 +1,153 @@
+// RendezvousServiceImpl: the server side of fabric.v1.RendezvousService — the per-job,
+// per-generation key-value store, barriers, heartbeats and error reports that a launcher
+// serves to the ranks it started (the contract, status codes included, is the comment in
+// proto/fabric/v1/rendezvous.proto).
+//
+// Ownership and threading. One supervisor owns the service and drives its plain C++ API
+// (start_job, begin_generation, end_job, ...); gRPC calls the handlers from its own
+// threads. Every method is thread-safe. Each job has one mutex and one condition variable
+// guarding its store, barriers, heartbeats and errors; the job table has its own mutex,
+// never held while a job's is taken. Blocking handlers (Get, Wait, Barrier) wait on the
+// job's condition variable, never poll, until their keys or ranks arrive, their timeout
+// (or the client's gRPC deadline, if earlier) passes, their generation ends, or shutdown()
+// is called. Call shutdown() before grpc::Server::Shutdown(): the server waits for
+// in-flight handlers, and a Get with no timeout would otherwise hold it forever.
+
+#ifndef FABRIC_LAUNCHER_RENDEZVOUS_RENDEZVOUS_SERVICE_H_
+#define FABRIC_LAUNCHER_RENDEZVOUS_RENDEZVOUS_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "fabric/v1/rendezvous.grpc.pb.h"
+
+namespace fabric::launcher {
+
+// Per-job settings; the supervisor derives them from the JobSpec.
+struct RendezvousJobOptions {
+  // The timeout of Get, Wait and Barrier when a request gives none (JobSpec.rdzv_timeout;
+  // c10d's default, 30 minutes, when unset there). Zero: no timeout.
+  std::chrono::milliseconds rdzv_timeout = std::chrono::minutes(30);
+  // What Heartbeat answers as the interval of the next heartbeat; the supervisor picks it
+  // well inside JobSpec.heartbeat_timeout.
+  std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(30);
+  // The generation the job starts in (FABRICD_RESTART_COUNT of its first ranks).
+  std::int32_t generation = 0;
+};
+
+// The last heartbeat of a rank in the job's current generation.
+struct RankHeartbeat {
+  // When the launcher received it (steady clock: compare with steady_clock::now()).
+  std::chrono::steady_clock::time_point received_at;
+  std::optional<std::int64_t> step;
+  std::optional<std::int64_t> epoch;
+  std::string phase;
+};
+
+class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Service {
+ public:
+  RendezvousServiceImpl();
+  ~RendezvousServiceImpl() override;
+  RendezvousServiceImpl(const RendezvousServiceImpl&) = delete;
+  RendezvousServiceImpl& operator=(const RendezvousServiceImpl&) = delete;
+
+  // --- The supervisor's API ---------------------------------------------------------
+
+  // Starts serving job_id with world_size ranks, in options.generation with an empty
+  // store. Throws std::invalid_argument when the job is already served, job_id is empty,
+  // world_size < 1 or options are negative.
+  void start_job(const std::string& job_id, std::int32_t world_size,
+                 RendezvousJobOptions options = {});
+
+  // Ends the job's current generation and starts `generation` (> the current one) with an
+  // empty store, no barriers, heartbeats or reported errors. Every call still blocked in
+  // the old generation returns ABORTED at once; later requests of the old generation get
+  // FAILED_PRECONDITION. Read reported_errors() before calling this. Throws
+  // std::invalid_argument for an unknown job or a generation that does not increase.
+  void begin_generation(const std::string& job_id, std::int32_t generation);
+
+  // The current generation of job_id; nullopt when the job is not served.
+  [[nodiscard]] std::optional<std::int32_t> generation(const std::string& job_id) const;
+
+  // The last heartbeat `rank` sent in the current generation; nullopt when it sent none,
+  // or the job is not served.
+  [[nodiscard]] std::optional<RankHeartbeat> last_heartbeat(const std::string& job_id,
+                                                            std::int32_t rank) const;
+
+  // The errors reported in the current generation, by rank (a rank's second report
+  // replaces its first). Empty for a job that is not served.
+  [[nodiscard]] std::map<std::int32_t, fabric::v1::RankError> reported_errors(
+      const std::string& job_id) const;
+
+  // From now on every Heartbeat of the job answers stop_requested with this reason (the
+  // job is being cancelled with a grace period). Returns false for an unknown job.
+  bool request_stop(const std::string& job_id, const std::string& reason);
+
+  // Forgets the job: its blocked calls return ABORTED, later requests NOT_FOUND. Returns
+  // false when the job was not served.
+  bool end_job(const std::string& job_id);
+
+  // The launcher is going away: blocked calls return UNAVAILABLE at once, and so does
+  // every later request. Idempotent; there is no way back.
+  void shutdown();
+
+  // Waits until at least `count` Get/Wait/Barrier calls of job_id are blocked, or until
+  // `timeout`; returns whether they are. For tests and diagnostics ("3 ranks are blocked
+  // in the store"), so a test never has to sleep to know a call is waiting.
+  bool wait_for_blocked_calls(const std::string& job_id, int count,
+                              std::chrono::milliseconds timeout) const;
+
+  // --- fabric.v1.RendezvousService --------------------------------------------------
+
+  grpc::Status Set(grpc::ServerContext* context, const fabric::v1::SetRequest* request,
+                   fabric::v1::SetResponse* response) override;
+  grpc::Status Get(grpc::ServerContext* context, const fabric::v1::GetRequest* request,
+                   fabric::v1::GetResponse* response) override;
+  grpc::Status Add(grpc::ServerContext* context, const fabric::v1::AddRequest* request,
+                   fabric::v1::AddResponse* response) override;
+  grpc::Status CompareSet(grpc::ServerContext* context,
+                          const fabric::v1::CompareSetRequest* request,
+                          fabric::v1::CompareSetResponse* response) override;
+  grpc::Status Wait(grpc::ServerContext* context, const fabric::v1::WaitRequest* request,
+                    fabric::v1::WaitResponse* response) override;
+  grpc::Status Check(grpc::ServerContext* context, const fabric::v1::CheckRequest* request,
+                     fabric::v1::CheckResponse* response) override;
+  grpc::Status DeleteKey(grpc::ServerContext* context,
+                         const fabric::v1::DeleteKeyRequest* request,
+                         fabric::v1::DeleteKeyResponse* response) override;
+  grpc::Status NumKeys(grpc::ServerContext* context, const fabric::v1::NumKeysRequest* request,
+                       fabric::v1::NumKeysResponse* response) override;
+  grpc::Status Barrier(grpc::ServerContext* context, const fabric::v1::BarrierRequest* request,
+                       fabric::v1::BarrierResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context,
+                         const fabric::v1::RankHeartbeatRequest* request,
+                         fabric::v1::RankHeartbeatResponse* response) override;
+  grpc::Status ReportError(grpc::ServerContext* context,
+                           const fabric::v1::ReportErrorRequest* request,
+                           fabric::v1::ReportErrorResponse* response) override;
+
+ private:
+  struct Job;
+  // A request's job, locked and checked against the request's context.
+  struct Admitted;
+
+  [[nodiscard]] std::shared_ptr<Job> find_job(const std::string& job_id) const;
+  [[nodiscard]] grpc::Status admit(const fabric::v1::RankContext* context,
+                                   bool has_context, Admitted& out) const;
+
+  mutable std::mutex jobs_mutex_;
+  std::map<std::string, std::shared_ptr<Job>> jobs_;  // guarded by jobs_mutex_
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace fabric::launcher
+
+#endif  // FABRIC_LAUNCHER_RENDEZVOUS_RENDEZVOUS_SERVICE_H_
