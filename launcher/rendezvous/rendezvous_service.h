@@ -64,8 +64,7 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   // Starts serving job_id with world_size ranks, in options.generation with an empty
   // store. Throws std::invalid_argument when the job is already served, job_id is empty,
   // world_size < 1 or options are negative.
-  void start_job(const std::string& job_id, std::int32_t world_size,
-                 RendezvousJobOptions options = {});
+  void start_job(const std::string& job_id, std::int32_t world_size, RendezvousJobOptions options = {});
 
   // Ends the job's current generation and starts `generation` (> the current one) with an
   // empty store, no barriers, heartbeats or reported errors. Every call still blocked in
@@ -79,13 +78,11 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
 
   // The last heartbeat `rank` sent in the current generation; nullopt when it sent none,
   // or the job is not served.
-  [[nodiscard]] std::optional<RankHeartbeat> last_heartbeat(const std::string& job_id,
-                                                            std::int32_t rank) const;
+  [[nodiscard]] std::optional<RankHeartbeat> last_heartbeat(const std::string& job_id, std::int32_t rank) const;
 
   // The errors reported in the current generation, by rank (a rank's second report
   // replaces its first). Empty for a job that is not served.
-  [[nodiscard]] std::map<std::int32_t, fabric::v1::RankError> reported_errors(
-      const std::string& job_id) const;
+  [[nodiscard]] std::map<std::int32_t, fabric::v1::RankError> reported_errors(const std::string& job_id) const;
 
   // From now on every Heartbeat of the job answers stop_requested with this reason (the
   // job is being cancelled with a grace period). Returns false for an unknown job.
@@ -102,8 +99,7 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   // Waits until at least `count` Get/Wait/Barrier calls of job_id are blocked, or until
   // `timeout`; returns whether they are. For tests and diagnostics ("3 ranks are blocked
   // in the store"), so a test never has to sleep to know a call is waiting.
-  bool wait_for_blocked_calls(const std::string& job_id, int count,
-                              std::chrono::milliseconds timeout) const;
+  bool wait_for_blocked_calls(const std::string& job_id, int count, std::chrono::milliseconds timeout) const;
 
   // --- fabric.v1.RendezvousService --------------------------------------------------
 
@@ -113,25 +109,21 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
                    fabric::v1::GetResponse* response) override;
   grpc::Status Add(grpc::ServerContext* context, const fabric::v1::AddRequest* request,
                    fabric::v1::AddResponse* response) override;
-  grpc::Status CompareSet(grpc::ServerContext* context,
-                          const fabric::v1::CompareSetRequest* request,
+  grpc::Status CompareSet(grpc::ServerContext* context, const fabric::v1::CompareSetRequest* request,
                           fabric::v1::CompareSetResponse* response) override;
   grpc::Status Wait(grpc::ServerContext* context, const fabric::v1::WaitRequest* request,
                     fabric::v1::WaitResponse* response) override;
   grpc::Status Check(grpc::ServerContext* context, const fabric::v1::CheckRequest* request,
                      fabric::v1::CheckResponse* response) override;
-  grpc::Status DeleteKey(grpc::ServerContext* context,
-                         const fabric::v1::DeleteKeyRequest* request,
+  grpc::Status DeleteKey(grpc::ServerContext* context, const fabric::v1::DeleteKeyRequest* request,
                          fabric::v1::DeleteKeyResponse* response) override;
   grpc::Status NumKeys(grpc::ServerContext* context, const fabric::v1::NumKeysRequest* request,
                        fabric::v1::NumKeysResponse* response) override;
   grpc::Status Barrier(grpc::ServerContext* context, const fabric::v1::BarrierRequest* request,
                        fabric::v1::BarrierResponse* response) override;
-  grpc::Status Heartbeat(grpc::ServerContext* context,
-                         const fabric::v1::RankHeartbeatRequest* request,
+  grpc::Status Heartbeat(grpc::ServerContext* context, const fabric::v1::RankHeartbeatRequest* request,
                          fabric::v1::RankHeartbeatResponse* response) override;
-  grpc::Status ReportError(grpc::ServerContext* context,
-                           const fabric::v1::ReportErrorRequest* request,
+  grpc::Status ReportError(grpc::ServerContext* context, const fabric::v1::ReportErrorRequest* request,
                            fabric::v1::ReportErrorResponse* response) override;
 
  private:
@@ -140,8 +132,7 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   struct Admitted;
 
   [[nodiscard]] std::shared_ptr<Job> find_job(const std::string& job_id) const;
-  [[nodiscard]] grpc::Status admit(const fabric::v1::RankContext* context,
-                                   bool has_context, Admitted& out) const;
+  [[nodiscard]] grpc::Status admit(const fabric::v1::RankContext* context, bool has_context, Admitted& out) const;
 
   mutable std::mutex jobs_mutex_;
   std::map<std::string, std::shared_ptr<Job>> jobs_;  // guarded by jobs_mutex_
