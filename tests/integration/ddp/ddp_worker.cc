@@ -8,12 +8,16 @@
 //   unused-allowed                   the same under "ddp_find_unused_parameters_true": exit 0
 //   launch-and-fail                  started alone: launch() starts rank 1, then rank 0 throws
 //                                    while rank 1 waits in a collective; exit 5
+//   flaky                            under fabricd: in generation 0, rank 1 SIGKILLs itself
+//                                    after the first barrier; later generations succeed
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 
@@ -63,6 +67,14 @@ int main(int argc, char** argv) {
         optimizer.step();
         fabric.save(argv[2], {{"model", model}});
       }
+    } else if (scenario == "flaky") {
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      fabric.launch();
+      fabric.barrier();
+      const char* generation = std::getenv("FABRICD_RESTART_COUNT");
+      if (generation && std::string(generation) == "0" && fabric.global_rank() == 1) ::raise(SIGKILL);
+      fabric.barrier();
+      std::cout << "generation " << (generation ? generation : "?") << " done" << std::endl;
     } else if (scenario == "launch-and-fail") {
       try {
         fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2});
