@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <iostream>
 #include <thread>
 
@@ -72,7 +73,15 @@ int main(int argc, char** argv) {
       if (last && scenario == "peer-exits") std::_Exit(7);
       if (last) std::this_thread::sleep_for(std::chrono::hours(1));  // killed by the test
       torch::Tensor t = torch::ones({4});
-      collective->all_reduce(t, fabric::ReduceOp::kSum);
+      const auto start = std::chrono::steady_clock::now();
+      try {
+        collective->all_reduce(t, fabric::ReduceOp::kSum);
+      } catch (const fabric::CollectiveError&) {
+        // How long the failing operation itself took, for the test's timing bounds.
+        const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+        std::cout << "ELAPSED_MS: " << elapsed.count() << std::endl;
+        throw;
+      }
       std::cerr << "all_reduce unexpectedly succeeded" << std::endl;
       return 1;
     }
