@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "fabric/fabric.h"
 
 namespace {
@@ -51,14 +52,6 @@ void copy_file(const std::string& from, const std::string& to) {
   ::close(in);
   ::close(out);
   ::rename(temporary.c_str(), to.c_str());
-}
-
-std::string run_python(const std::string& command) {
-  std::string output;
-  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen(command.c_str(), "r"), &pclose);
-  char buffer[4096];
-  while (pipe && fgets(buffer, sizeof(buffer), pipe.get())) output += buffer;
-  return output;
 }
 
 // The numbers of the JSON array named `key` in `json` (the reference script's output).
@@ -109,7 +102,7 @@ int main(int argc, char** argv) {
     const double copied = seconds([&] { copy_file(ours, copy); });
     if (round > 0) copy_s.push_back(copied);
   }
-  const std::string python = run_python(std::string(FABRIC_PYTHON) + " " + FABRIC_SOURCE_DIR +
+  const std::string python = bench::run_command(std::string(FABRIC_PYTHON) + " " + FABRIC_SOURCE_DIR +
                                         "/bench/checkpoint_reference.py " + dir + " " + std::to_string(kTensors) +
                                         " " + std::to_string(kElements) + " " + std::to_string(rounds + 1));
   python_save_s = json_numbers(python, "save_s");

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "common.h"
 #include "fabric/fabric.h"
 
 namespace {
@@ -69,14 +70,6 @@ int worker(int argc, char** argv) {
   return 0;
 }
 
-std::string run(const std::string& command) {
-  std::string output;
-  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen(command.c_str(), "r"), &pclose);
-  char buffer[4096];
-  while (pipe && fgets(buffer, sizeof(buffer), pipe.get())) output += buffer;
-  return output;
-}
-
 double json_number(const std::string& json, const std::string& key) {
   const auto at = json.find("\"" + key + "\"");
   if (at == std::string::npos) {
@@ -88,11 +81,11 @@ double json_number(const std::string& json, const std::string& key) {
 
 std::string ours(const std::string& self, const std::string& args) {
   // Fabric starts rank 1 itself (launch() re-executes this binary with the arguments).
-  return run("FABRIC_BENCH_WORKER=1 " + self + " " + args + " 2>/dev/null");
+  return bench::run_command("FABRIC_BENCH_WORKER=1 " + self + " " + args + " 2>/dev/null");
 }
 
 std::string theirs(const std::string& args) {
-  return run(std::string(FABRIC_PYTHON) + " -m torch.distributed.run --nproc-per-node 2 --master-port 29561 " +
+  return bench::run_command(std::string(FABRIC_PYTHON) + " -m torch.distributed.run --nproc-per-node 2 --master-port 29561 " +
              FABRIC_SOURCE_DIR + "/bench/ddp_reference.py " + args + " 2>/dev/null");
 }
 

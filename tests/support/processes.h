@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <future>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/temp_dir.h"  // read_file
 
 extern char** environ;
 
@@ -76,13 +76,6 @@ inline std::vector<RankProcess> start_ranks(const std::string& program, int worl
     });
   }
   return ranks;
-}
-
-inline std::string read_file(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
 }
 
 // Waits up to `limit` for the rank to exit (killing it, and failing, if it has not); returns

@@ -64,7 +64,7 @@ class DdpParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(DdpParity, TwoRanksEndWhereOneProcessOnTheWholeBatchesEnds) {
   testing::ScopedTempDir dir;
-  const std::string out = (dir.path() / "ddp.pt").string();
+  const std::string out = dir / "ddp.pt";
   run_ranks(2, {"train", GetParam(), "10", out});
   expect_close(saved(out), single_process(GetParam(), 10, 2, /*accumulate=*/false));
 }
@@ -74,14 +74,14 @@ INSTANTIATE_TEST_SUITE_P(Precisions, DdpParity, ::testing::Values("32-true", "64
 
 TEST(Ddp, NoBackwardSyncAccumulation_EqualsTheLargeBatch) {
   testing::ScopedTempDir dir;
-  const std::string out = (dir.path() / "accumulated.pt").string();
+  const std::string out = dir / "accumulated.pt";
   run_ranks(2, {"accumulate", out});
   expect_close(saved(out), single_process("32-true", 1, 2, /*accumulate=*/true));
 }
 
 TEST(Ddp, FabricCollectivesAndRankZeroFirstWorkAcrossProcesses) {
   testing::ScopedTempDir dir;
-  run_ranks(3, {"fabric-collectives", dir.path().string()});
+  run_ranks(3, {"fabric-collectives", dir.path()});
 }
 
 TEST(Ddp, ParameterWithoutGradient_IsReportedByName) {

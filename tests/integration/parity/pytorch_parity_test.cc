@@ -35,18 +35,18 @@ TEST_P(PytorchParity, LossTrajectoryMatchesPyTorch) {
   ScopedTempDir dir;
   const std::string dtype = precision == "64-true" ? "float64" : "float32";
   ASSERT_EQ(testing::run_python("tests/integration/parity/reference.py",
-                                "--out " + dir.path().string() + " --dtype " + dtype + " --steps 20"),
+                                "--out " + dir.path() + " --dtype " + dtype + " --steps 20"),
             0);
 
   Fabric fabric({.accelerator = "cpu", .precision = precision});
   auto model = build_model();
-  load_weights(model, load_torch_file(dir.path() / "init.pt"));
+  load_weights(model, load_torch_file(dir / "init.pt"));
   auto [fabric_model, optimizer] = fabric.setup(model, [](auto params) {
     return std::make_shared<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-2));
   });
-  auto batches = load_torch_file(dir.path() / "batches.pt").toGenericDict();
+  auto batches = load_torch_file(dir / "batches.pt").toGenericDict();
   torch::Tensor x = batches.at("x").toTensor(), y = batches.at("y").toTensor();
-  torch::Tensor expected = load_torch_file(dir.path() / "losses.pt").toTensor();
+  torch::Tensor expected = load_torch_file(dir / "losses.pt").toTensor();
 
   for (int64_t step = 0; step < expected.size(0); ++step) {
     optimizer.zero_grad();
@@ -64,9 +64,9 @@ INSTANTIATE_TEST_SUITE_P(TruePrecisions, PytorchParity, ::testing::Values("32-tr
 TEST(PytorchParitySampler, ShuffledShardsMatchTorchDistributedSampler) {
   ScopedTempDir dir;
   ASSERT_EQ(testing::run_python("tests/integration/parity/reference.py",
-                                "--out " + dir.path().string() + " --dtype float32 --steps 1"),
+                                "--out " + dir.path() + " --dtype float32 --steps 1"),
             0);
-  auto reference = load_torch_file(dir.path() / "sampler.pt").toGenericDict();
+  auto reference = load_torch_file(dir / "sampler.pt").toGenericDict();
   for (int rank = 0; rank < 3; ++rank) {
     for (std::uint64_t epoch = 0; epoch < 2; ++epoch) {
       data::DistributedSampler sampler(10, {.num_replicas = 3, .rank = rank, .shuffle = true, .seed = 7},

@@ -57,7 +57,7 @@ class Checkpoint : public ::testing::Test {
  protected:
   Fabric fabric{{.accelerator = "cpu"}};
   ScopedTempDir dir;
-  std::string path(const std::string& name) const { return (dir.path() / name).string(); }
+  std::string path(const std::string& name) const { return dir / name; }
 };
 
 TEST_F(Checkpoint, SaveLoad_RestoresModulesOptimizersAndPlainValuesInPlace) {
@@ -179,7 +179,7 @@ TEST_F(Checkpoint, PythonOpensOurCheckpointsSafelyWithTheSameNamesAndOutputs) {
 }
 
 TEST_F(Checkpoint, PythonStateDictsLoadIntoTheCppModel) {
-  ASSERT_EQ(testing::run_python("tests/unit/checkpoint/python_interop.py", "write-py " + dir.path().string()), 0);
+  ASSERT_EQ(testing::run_python("tests/unit/checkpoint/python_interop.py", "write-py " + dir.path()), 0);
   auto [model, optimizer] =
       fabric.setup(build_model(), [](auto params) { return std::make_shared<torch::optim::AdamW>(params); });
   fabric.load_raw(path("state_dict.pt"), model);  // torch.save(model.state_dict()): an OrderedDict

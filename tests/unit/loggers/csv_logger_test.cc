@@ -10,7 +10,7 @@
 #include "fabric/loggers.h"
 #include "loggers/metrics_csv.h"
 #include "loggers/text_format.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 namespace fabric::loggers {
 namespace {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "fabric/loggers.h"
-#include "temp_dir.h"
+#include "support/temp_dir.h"
 
 namespace fabric::loggers {
 namespace {

@@ -1,5 +1,7 @@
 // A fresh directory under /tmp for one test, removed with everything in it when the object
-// dies. POSIX calls, like the loggers themselves (see libfabric/src/loggers/files.h).
+// dies, and small file helpers. Torch-free, and POSIX calls on purpose: libtorch.so exports
+// its own copies of several std::filesystem functions (remove_all among them) that programs
+// linking it bind to, and they crash; see libfabric/README.md.
 #pragma once
 
 #include <ftw.h>
@@ -16,7 +18,7 @@ namespace fabric::testing {
 class ScopedTempDir {
  public:
   ScopedTempDir() {
-    std::string pattern = "/tmp/fabric-loggers-test-XXXXXX";
+    std::string pattern = "/tmp/fabric-test-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = pattern;
   }
