@@ -1,0 +1,90 @@
+#include "fabric/worker/progress_reporter.h"
+
+#include <iostream>
+
+namespace fabric::worker {
+
+ProgressReporter::ProgressReporter(std::shared_ptr<RendezvousClient> client)
+    : client_(std::move(client)), thread_([this] { run(); }) {}
+
+ProgressReporter::~ProgressReporter() { stop(); }
+
+void ProgressReporter::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+void ProgressReporter::progress(const char* phase) noexcept {
+  phase_.store(phase, std::memory_order_relaxed);
+  last_progress_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  progress_.fetch_add(1, std::memory_order_relaxed);
+  // The first heartbeat goes out at once, from this thread: a rank that froze (SIGSTOP)
+  // before the heartbeat thread's first tick would otherwise never be watched.
+  if (!started_.load(std::memory_order_relaxed) && !started_.exchange(true)) send();
+}
+
+void ProgressReporter::step() noexcept {
+  std::int64_t steps = steps_.load(std::memory_order_relaxed);
+  steps_.store(steps < 0 ? 1 : steps + 1, std::memory_order_relaxed);  // one training thread
+  progress("train");
+}
+
+std::optional<std::int64_t> ProgressReporter::steps() const noexcept {
+  const std::int64_t steps = steps_.load(std::memory_order_relaxed);
+  return steps < 0 ? std::nullopt : std::optional(steps);
+}
+
+ProgressReporter::Busy::Busy(ProgressReporter* reporter, const char* phase) : reporter_(reporter) {
+  reporter_->progress(phase);
+  reporter_->busy_.fetch_add(1, std::memory_order_relaxed);
+}
+
+ProgressReporter::Busy::~Busy() {
+  if (reporter_ != nullptr) reporter_->busy_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ProgressReporter::run() {
+  std::uint64_t reported = 0;  // the progress count of the last heartbeat sent
+  std::unique_lock lock(mutex_);
+  while (!wake_.wait_for(lock, interval_, [this] { return stopping_; })) {
+    const std::uint64_t progress = progress_.load(std::memory_order_relaxed);
+    if (progress == reported && busy_.load(std::memory_order_relaxed) == 0) continue;  // nothing to vouch for
+    reported = progress;
+    lock.unlock();
+    send();
+    lock.lock();
+  }
+}
+
+void ProgressReporter::send() {
+  try {
+    using std::chrono::steady_clock;
+    const steady_clock::time_point last_progress(
+        steady_clock::duration(last_progress_ns_.load(std::memory_order_relaxed)));
+    const auto since_progress =
+        busy_.load(std::memory_order_relaxed) > 0
+            ? std::chrono::milliseconds(0)
+            : std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - last_progress);
+    const HeartbeatReply reply =
+        client_->heartbeat(steps(), std::nullopt, phase_.load(std::memory_order_relaxed), since_progress);
+    sent_.fetch_add(1, std::memory_order_relaxed);
+    if (reply.stop_requested && !stop_requested_.exchange(true)) {
+      std::cerr << "fabricd asks this rank to stop: " << reply.stop_reason << std::endl;
+    }
+    if (reply.interval.count() > 0) {
+      std::lock_guard lock(mutex_);
+      interval_ = reply.interval;
+    }
+  } catch (const RendezvousError& error) {
+    // A stale or forgotten rank is about to be killed; fabricd going away kills us too.
+    // Either way there is nothing to do but say so once and keep the training thread going.
+    static std::once_flag said;
+    std::call_once(said, [&] { std::cerr << "heartbeat not delivered: " << error.what() << std::endl; });
+  }
+}
+
+}  // namespace fabric::worker
