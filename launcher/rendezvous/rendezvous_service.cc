@@ -130,6 +130,7 @@ struct RendezvousServiceImpl::Job {
   std::map<std::pair<std::string, std::int64_t>, BarrierState> barriers;
   std::map<std::int32_t, RankHeartbeat> heartbeats;
   std::map<std::int32_t, v1::RankError> errors;
+  std::map<std::int32_t, Clock::time_point> joined;  // each rank's first admitted request
   std::optional<std::string> stop_reason;
   int blocked_calls = 0;
 
@@ -138,6 +139,7 @@ struct RendezvousServiceImpl::Job {
     barriers.clear();
     heartbeats.clear();
     errors.clear();
+    joined.clear();
   }
 };
 
@@ -274,6 +276,14 @@ std::map<std::int32_t, v1::RankError> RendezvousServiceImpl::reported_errors(con
   return job->errors;
 }
 
+std::map<std::int32_t, std::chrono::steady_clock::time_point> RendezvousServiceImpl::joined_ranks(
+    const std::string& job_id) const {
+  const std::shared_ptr<Job> job = find_job(job_id);
+  if (!job) return {};
+  std::lock_guard lock(job->mutex);
+  return job->joined;
+}
+
 bool RendezvousServiceImpl::request_stop(const std::string& job_id, const std::string& reason) {
   const std::shared_ptr<Job> job = find_job(job_id);
   if (!job) return false;
@@ -366,6 +376,7 @@ grpc::Status RendezvousServiceImpl::admit(const v1::RankContext* context, bool h
                        : ": that generation has not begun on this launcher; the rank must "
                          "exit (it was started with the wrong FABRICD_RESTART_COUNT).")};
   }
+  job->joined.emplace(context->rank(), Clock::now());
   out.job = std::move(job);
   out.lock = std::move(lock);
   out.generation = context->generation();
@@ -593,7 +604,13 @@ grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext*, const v1::Ra
                                               v1::RankHeartbeatResponse* response) {
   Admitted a;
   if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
-  RankHeartbeat beat{.received_at = Clock::now(), .phase = request->phase()};
+  const auto now = Clock::now();
+  const auto& since = request->since_progress();
+  const auto since_progress = std::chrono::seconds(std::max<std::int64_t>(since.seconds(), 0)) +
+                              std::chrono::nanoseconds(std::max<std::int32_t>(since.nanos(), 0));
+  RankHeartbeat beat{.received_at = now,
+                     .last_progress = now - std::chrono::duration_cast<Clock::duration>(since_progress),
+                     .phase = request->phase()};
   if (request->has_step()) beat.step = request->step();
   if (request->has_epoch()) beat.epoch = request->epoch();
   a.job->heartbeats[request->context().rank()] = std::move(beat);

@@ -47,6 +47,9 @@ struct RendezvousJobOptions {
 struct RankHeartbeat {
   // When the launcher received it (steady clock: compare with steady_clock::now()).
   std::chrono::steady_clock::time_point received_at;
+  // When the rank last made progress, by its own account (received_at - since_progress):
+  // what hang detection measures silence from.
+  std::chrono::steady_clock::time_point last_progress;
   std::optional<std::int64_t> step;
   std::optional<std::int64_t> epoch;
   std::string phase;
@@ -83,6 +86,11 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   // The errors reported in the current generation, by rank (a rank's second report
   // replaces its first). Empty for a job that is not served.
   [[nodiscard]] std::map<std::int32_t, fabric::v1::RankError> reported_errors(const std::string& job_id) const;
+
+  // The ranks that have made any request in the current generation, with when they made
+  // their first: how the launcher sees a rendezvous that never completes.
+  [[nodiscard]] std::map<std::int32_t, std::chrono::steady_clock::time_point> joined_ranks(
+      const std::string& job_id) const;
 
   // From now on every Heartbeat of the job answers stop_requested with this reason (the
   // job is being cancelled with a grace period). Returns false for an unknown job.
