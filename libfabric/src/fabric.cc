@@ -8,6 +8,7 @@
 #include "backward_flag.h"
 #include "log/log.h"
 #include "connector.h"
+#include "environments/launcher_link.h"
 #include "utilities/env.h"
 #include "utilities/optimizer_state.h"
 
@@ -16,7 +17,8 @@ namespace fabric {
 Fabric::Fabric(FabricOptions options)
     : strategy_(connector::resolve(options)),
       loggers_(std::move(options.loggers)),
-      callbacks_(std::move(options.callbacks)) {
+      callbacks_(std::move(options.callbacks)),
+      timeout_(options.timeout) {
   for (const auto& logger : loggers_) {
     if (!logger) throw ConfigurationError("FabricOptions::loggers holds a null logger; pass fabric::loggers::csv(...) etc.");
   }
@@ -85,6 +87,8 @@ FabricOptimizer Fabric::setup_optimizers(const FabricOptimizer&) {
 
 void Fabric::backward(const torch::Tensor& loss) {
   detail::FabricBackwardMark mark;
+  // Under DDP, backward waits for the peers' gradients: a wait, not a hang.
+  auto busy = environments::LauncherLink::busy_if_linked("backward");
   strategy_->backward(loss);
 }
 
@@ -154,22 +158,35 @@ Logger& Fabric::logger() const {
 
 void Fabric::barrier(std::string_view name) {
   validate_launched("barrier");
+  // Under fabricd a barrier is the launcher's: a timeout there names the missing ranks.
+  if (auto* link = environments::LauncherLink::if_linked(); link && world_size() > 1) {
+    link->barrier(std::string(name), timeout_);
+    return;
+  }
+  auto busy = environments::LauncherLink::busy_if_linked("barrier");
   strategy_->barrier(name);
 }
 
+// The collectives take tensors on this process's device (NCCL refuses others), as
+// Lightning's convert_to_tensors(data, device=self.device) makes them.
 torch::Tensor Fabric::all_reduce(torch::Tensor tensor, std::string_view reduce_op) {
   validate_launched("all_reduce");
+  tensor = tensor.to(device());
+  auto busy = environments::LauncherLink::busy_if_linked("all_reduce");
   strategy_->all_reduce(tensor, parse_reduce_op(reduce_op));
   return tensor;
 }
 
 std::vector<torch::Tensor> Fabric::all_gather(const torch::Tensor& tensor) {
   validate_launched("all_gather");
-  return strategy_->all_gather(tensor);
+  auto busy = environments::LauncherLink::busy_if_linked("all_gather");
+  return strategy_->all_gather(tensor.to(device()));
 }
 
 torch::Tensor Fabric::broadcast(torch::Tensor tensor, int src) {
   validate_launched("broadcast");
+  auto busy = environments::LauncherLink::busy_if_linked("broadcast");
+  tensor = tensor.to(device());
   strategy_->broadcast(tensor, src);
   return tensor;
 }
@@ -178,7 +195,7 @@ std::string Fabric::broadcast(const std::string& value, int src) {
   torch::Tensor size = broadcast(torch::tensor(static_cast<std::int64_t>(value.size())), src);
   torch::Tensor bytes = torch::zeros({size.item<std::int64_t>()}, torch::kUInt8);
   if (global_rank() == src) std::memcpy(bytes.data_ptr(), value.data(), value.size());
-  bytes = broadcast(bytes, src);
+  bytes = broadcast(bytes, src).cpu();
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
 }
 

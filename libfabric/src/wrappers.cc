@@ -1,8 +1,10 @@
 #include "fabric/wrappers.h"
 
 #include "backward_flag.h"
+#include "environments/launcher_link.h"
 
-namespace fabric::detail {
+namespace fabric {
+namespace detail {
 
 void guard_backward(const torch::Tensor& tensor) {
   if (!tensor.requires_grad()) return;
@@ -15,4 +17,16 @@ void guard_backward(const torch::Tensor& tensor) {
   });
 }
 
-}  // namespace fabric::detail
+void report_progress(const char* phase) noexcept {
+  if (auto* link = environments::LauncherLink::if_linked()) link->progress().progress(phase);
+}
+
+}  // namespace detail
+
+bool FabricOptimizer::step() {
+  const bool stepped = strategy_->optimizer_step(*optimizer_);
+  if (auto* link = environments::LauncherLink::if_linked()) link->progress().step();
+  return stepped;
+}
+
+}  // namespace fabric

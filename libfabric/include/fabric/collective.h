@@ -34,6 +34,8 @@ class Collective {
   virtual std::string_view backend() const = 0;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  // Where this backend's tensors live (NCCL: this rank's GPU); helpers build theirs there.
+  virtual torch::Device device() const = 0;
 
   virtual void barrier() = 0;
   // Replaces `tensor` on every rank with rank `src`'s (same shape and dtype everywhere).

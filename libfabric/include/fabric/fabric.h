@@ -335,6 +335,7 @@ class Fabric {
   std::shared_ptr<Strategy> strategy_;
   std::vector<std::shared_ptr<Logger>> loggers_;
   std::vector<Callback> callbacks_;
+  std::chrono::milliseconds timeout_;  // FabricOptions::timeout, for launcher barriers
   bool launched_ = false;
 };
 

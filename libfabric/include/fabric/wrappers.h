@@ -25,6 +25,10 @@ namespace detail {
 // fabric.backward(): a direct loss.backward() would skip the precision's gradient scaling.
 void guard_backward(const torch::Tensor& tensor);
 
+// Tells the launcher (fabricd's heartbeats) that the training loop is moving; does nothing
+// in a process fabricd did not start. Cheap enough for every forward.
+void report_progress(const char* phase) noexcept;
+
 template <typename Arg>
 decltype(auto) cast_input(Arg&& arg, std::optional<torch::ScalarType> dtype) {
   if constexpr (holds_tensors_v<Arg>) {
@@ -51,6 +55,7 @@ class FabricModule {
 
   template <typename... Args>
   auto forward(Args&&... args) {
+    detail::report_progress(module_->is_training() ? "train" : "evaluate");
     Precision& precision = strategy_->precision();
     const auto input_dtype = precision.input_dtype();
     strategy_->before_forward(*module_);
@@ -97,7 +102,7 @@ class FabricOptimizer {
 
   // Steps through the strategy and precision. Returns false when the step was skipped
   // because the gradient scaler ("16-mixed") found non-finite gradients.
-  bool step() { return strategy_->optimizer_step(*optimizer_); }
+  bool step();
   void zero_grad(bool set_to_none = true) { optimizer_->zero_grad(set_to_none); }
 
   torch::optim::Optimizer* operator->() const { return optimizer_.get(); }

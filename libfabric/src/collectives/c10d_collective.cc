@@ -2,6 +2,7 @@
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "environments/launcher_link.h"
 #include "fabric/errors.h"
 
 namespace fabric::collectives {
@@ -12,17 +13,30 @@ C10dCollective::C10dCollective(const ClusterEnvironment& environment, Collective
       world_size_(environment.world_size()),
       timeout_(options.timeout) {
   guarded("rendezvous", [&] {
-    c10d::TCPStoreOptions store_options;
-    store_options.port = static_cast<std::uint16_t>(environment.main_port());
-    store_options.isServer = rank_ == 0;
-    store_options.numWorkers = world_size_;
-    store_options.timeout = timeout_;
-    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(environment.main_address(), store_options);
+    c10::intrusive_ptr<c10d::Store> store = connect_store(environment);
     backend_ = spec_.create(store, rank_, world_size_, timeout_);
     process_group_ = c10::make_intrusive<c10d::ProcessGroup>(store, rank_, world_size_);
     process_group_->setBackend(spec_.device_type, spec_.backend_type, backend_);
     process_group_->setDefaultBackend(spec_.backend_type);
   });
+}
+
+c10::intrusive_ptr<c10d::Store> C10dCollective::connect_store(const ClusterEnvironment& environment) const {
+  // Under fabricd the launcher is the store, fenced by restart generation; elsewhere rank
+  // zero serves a TCPStore at the environment's main address, as torchrun programs do.
+  if (auto* link = environments::LauncherLink::get(); link && environment.name() == "fabricd") {
+    return link->store(timeout_);
+  }
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<std::uint16_t>(environment.main_port());
+  // torchrun's agent may already serve the store at MASTER_PORT (it says so with
+  // TORCHELASTIC_USE_AGENT_STORE=True, as torch.distributed's _create_c10d_store reads it):
+  // then every rank is a client, and a fresh store per restart needs no key prefix.
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  store_options.isServer = rank_ == 0 && !(agent_store != nullptr && std::string(agent_store) == "True");
+  store_options.numWorkers = world_size_;
+  store_options.timeout = timeout_;
+  return c10::make_intrusive<c10d::TCPStore>(environment.main_address(), store_options);
 }
 
 void C10dCollective::barrier() {
@@ -69,7 +83,7 @@ std::vector<torch::Tensor> C10dCollective::all_gather(const torch::Tensor& tenso
   guarded("all_gather", [&] {
     // Sizes first, then tensors padded along dimension 0 to the largest, then trimmed.
     torch::Tensor input = tensor.dim() == 0 ? tensor.unsqueeze(0) : tensor.contiguous();
-    torch::Tensor size = torch::tensor({input.size(0)}, torch::kInt64);
+    torch::Tensor size = torch::tensor({input.size(0)}, torch::kInt64).to(input.device());
     auto sizes = gather(size);
     std::int64_t largest = 0;
     for (const auto& s : sizes) largest = std::max(largest, s.item<std::int64_t>());

@@ -24,6 +24,7 @@ struct C10dBackendSpec {
                                                   int world_size, std::chrono::milliseconds timeout)>
       create;
   std::vector<std::int64_t> barrier_device_ids = {};  // NCCL's barrier runs on this rank's device
+  torch::Device device = torch::kCPU;                  // where its tensors live
 };
 
 class C10dCollective final : public Collective, public HasProcessGroup {
@@ -33,6 +34,7 @@ class C10dCollective final : public Collective, public HasProcessGroup {
   std::string_view backend() const override { return spec_.name; }
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
+  torch::Device device() const override { return spec_.device; }
   void barrier() override;
   void broadcast(torch::Tensor& tensor, int src) override;
   void all_reduce(torch::Tensor& tensor, ReduceOp op) override;
@@ -40,6 +42,7 @@ class C10dCollective final : public Collective, public HasProcessGroup {
   c10::intrusive_ptr<c10d::ProcessGroup> process_group() override { return process_group_; }
 
  private:
+  c10::intrusive_ptr<c10d::Store> connect_store(const ClusterEnvironment& environment) const;
   std::vector<torch::Tensor> gather(const torch::Tensor& tensor);
   void guarded(const char* operation, const std::function<void()>& action);
 

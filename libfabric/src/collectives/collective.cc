@@ -20,11 +20,13 @@ ReduceOp parse_reduce_op(std::string_view name) {
 }
 
 std::string Collective::broadcast_bytes(const std::string& bytes, int src) {
-  torch::Tensor size = torch::tensor(static_cast<std::int64_t>(bytes.size()));
+  torch::Tensor size = torch::tensor(static_cast<std::int64_t>(bytes.size())).to(device());
   broadcast(size, src);
   torch::Tensor data = torch::empty({size.item<std::int64_t>()}, torch::kUInt8);
   if (rank() == src) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
+  data = data.to(device());
   broadcast(data, src);
+  data = data.cpu();
   return std::string(static_cast<const char*>(data.data_ptr()), static_cast<std::size_t>(data.numel()));
 }
 

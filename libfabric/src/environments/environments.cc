@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "environments/launcher_link.h"
 #include "environments/variables.h"
 #include "fabric/errors.h"
 #include "utilities/env.h"
@@ -115,7 +116,11 @@ std::string first_slurm_host(const std::string& nodelist) {
 
 std::unique_ptr<ClusterEnvironment> detect_environment() {
   using namespace environments;
-  if (env::get("FABRICD_ENDPOINT")) return std::make_unique<FixedEnvironment>(from_torchrun_variables("fabricd"));
+  if (env::get("FABRICD_ENDPOINT")) {
+    auto environment = std::make_unique<FixedEnvironment>(from_torchrun_variables("fabricd"));
+    LauncherLink::get();  // connects now, so that an uncaught exception from here on is reported
+    return environment;
+  }
   if (env::get("TORCHELASTIC_RUN_ID") ||
       (env::get("RANK") && env::get("WORLD_SIZE") && env::get("MASTER_ADDR"))) {
     return std::make_unique<FixedEnvironment>(from_torchrun_variables("torchrun"));

@@ -62,9 +62,21 @@ TEST(Environment, Torchrun_ReadsItsVariables) {
   EXPECT_EQ(detected->main_port(), 29500);
 }
 
+TEST(Environment, FabricdWithoutItsJobId_IsRefusedNamingTheVariable) {
+  ScopedEnv env({{"FABRICD_ENDPOINT", "127.0.0.1:5000"}, {"RANK", "0"}, {"WORLD_SIZE", "2"},
+                 {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29501"}});
+  try {
+    detect_environment();
+    FAIL();
+  } catch (const ConfigurationError& error) {
+    EXPECT_NE(std::string(error.what()).find("FABRICD_JOB_ID is not"), std::string::npos) << error.what();
+  }
+}
+
 TEST(Environment, Fabricd_IsDetectedFirst) {
-  ScopedEnv env({{"FABRICD_ENDPOINT", "127.0.0.1:5000"}, {"TORCHELASTIC_RUN_ID", "x"}, {"RANK", "0"},
-                 {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29501"}});
+  ScopedEnv env({{"FABRICD_ENDPOINT", "127.0.0.1:5000"}, {"FABRICD_JOB_ID", "job"}, {"FABRICD_RESTART_COUNT", "0"},
+                 {"TORCHELASTIC_RUN_ID", "x"}, {"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+                 {"MASTER_PORT", "29501"}});
   EXPECT_EQ(detect_environment()->name(), "fabricd");
 }
 

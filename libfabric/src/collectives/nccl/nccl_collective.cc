@@ -18,7 +18,8 @@ std::unique_ptr<Collective> make_nccl_collective(const ClusterEnvironment& envir
         nccl_options->timeout = timeout;
         return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world_size, nccl_options);
       },
-      .barrier_device_ids = {device.index()}};
+      .barrier_device_ids = {device.index()},
+      .device = device};
   return std::make_unique<C10dCollective>(environment, options, std::move(spec));
 }
 
