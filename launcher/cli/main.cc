@@ -1,8 +1,7 @@
 // fabricd: the launcher daemon. This build has one subcommand, `run`, which starts the ranks
 // of a program on this node and supervises them (see supervisor/supervisor.h).
 //   fabricd run --nproc-per-node 4 --max-restarts 2 ./train --epochs 10
-// Exit codes: the job's (0, or the failing rank's status), 2 for a bad flag, 126 for a
-// program that is not executable, 127 for one that does not exist, 128+N after signal N.
+// Exit codes: see kExitCodes below (also in `fabricd run --help`).
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 #include <boost/process/search_path.hpp>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "supervisor/supervisor.h"
@@ -17,8 +17,34 @@
 namespace {
 
 constexpr int kUsageError = 2;
-constexpr int kNotExecutable = 126;
+constexpr int kNotExecutable = fabric::launcher::kCannotStart;
 constexpr int kNotFound = 127;
+
+constexpr const char* kExitCodes =
+    "Exit status: 0 when every rank of a generation succeeds; otherwise the status of the rank that "
+    "failed first (128+N for signal N; a hung rank is killed with SIGKILL), 2 for a bad flag, 3 when the "
+    "rendezvous timed out, 126 when PROGRAM is not executable or cannot start, 127 when it does not exist, "
+    "128+N when fabricd itself was stopped by signal N.";
+
+// --redirect / --tee values, torchrun's: 0 or none, 1 or stdout, 2 or stderr, 3 or all.
+struct Streams {
+  bool out = false, err = false;
+};
+const std::map<std::string, Streams> kStreamChoices = {
+    {"0", {}}, {"none", {}}, {"1", {true, false}}, {"stdout", {true, false}},
+    {"2", {false, true}}, {"stderr", {false, true}}, {"3", {true, true}}, {"all", {true, true}}};
+
+// What --log-dir, --redirect and --tee make of a stream: redirect = file only, tee = file
+// and console; with --log-dir alone every stream is teed.
+fabric::launcher::StreamRouting routing(bool has_log_dir, bool redirect, bool tee, bool any_flag) {
+  if (!has_log_dir) return {};
+  if (!any_flag) return {.console = true, .file = true};
+  return {.console = !redirect, .file = redirect || tee};
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+}
 
 int fail(int code, const std::string& message) {
   std::cerr << "fabricd: " << message << std::endl;
@@ -32,15 +58,26 @@ int auto_nproc() {
   return gpus > 0 ? gpus : 1;
 }
 
-// Blocks SIGINT/SIGTERM in every thread and handles them on one: the first stops the job
-// (forwarded to the ranks, grace period, kill), a second SIGINT kills the ranks at once.
-void handle_signals(fabric::launcher::Supervisor& supervisor) {
+// SIGINT and SIGTERM are handled on one thread of fabricd's (sigwait): the first stops the
+// job (forwarded to the ranks, grace period, kill), a second SIGINT kills the ranks at once.
+// block_stop_signals() must run before any other thread starts (gRPC's among them), so
+// that every thread inherits the mask and no signal is delivered anywhere else.
+sigset_t stop_signals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+void block_stop_signals() {
+  const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread([&supervisor, signals] {
+}
+
+void handle_stop_signals(fabric::launcher::Supervisor& supervisor) {
+  std::thread([&supervisor] {
+    const sigset_t signals = stop_signals();
     bool stopping = false;
     for (int signal = 0;;) {
       if (sigwait(&signals, &signal) != 0) continue;
@@ -61,7 +98,8 @@ int main(int argc, char** argv) {
   fabric::launcher::JobOptions job;
   std::vector<std::string> env_pairs;
   std::vector<int> console_ranks;
-  double grace_seconds = 5;
+  double grace_seconds = 5, heartbeat_seconds = 300, rdzv_seconds = 1800;
+  std::string redirect, tee;
   run->add_option("--nproc-per-node", nproc, "ranks to start on this node: a number, or auto (one per GPU, else 1)")
       ->capture_default_str();
   run->add_option("--max-restarts", job.max_restarts, "restarts of the whole group after a rank fails")
@@ -74,6 +112,25 @@ int main(int argc, char** argv) {
   run->add_option("--grace-period", grace_seconds, "seconds between SIGTERM and SIGKILL when stopping ranks")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  run->add_option("--heartbeat-timeout", heartbeat_seconds,
+                  "seconds a rank may go without a heartbeat (libfabric sends them while training makes "
+                  "progress) before it is declared hung, killed and handled as a failure; 0 disables")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  run->add_option("--rdzv-timeout", rdzv_seconds,
+                  "seconds all ranks have to join the rendezvous once the first has (else the job ends with "
+                  "status 3); also the default timeout of the store's blocking calls")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  run->add_option("--redirect", redirect,
+                  "send these streams of every rank only to the log files: 0/none, 1/stdout, 2/stderr, 3/all "
+                  "(needs --log-dir)")
+      ->check(CLI::IsMember(kStreamChoices));
+  run->add_option("--tee", tee,
+                  "send these streams to the log files and the console: 0/none, 1/stdout, 2/stderr, 3/all "
+                  "(needs --log-dir; with --log-dir alone, all streams are teed)")
+      ->check(CLI::IsMember(kStreamChoices));
+  run->footer(kExitCodes);
   run->prefix_command();  // PROGRAM and everything after it belong to the program
   try {
     app.parse(argc, argv);
@@ -109,10 +166,30 @@ int main(int argc, char** argv) {
     job.env[pair.substr(0, equals)] = pair.substr(equals + 1);
   }
   job.console_ranks = console_ranks;
-  job.grace_period = std::chrono::milliseconds(static_cast<long>(grace_seconds * 1000));
-  if (!job.log_dir.empty()) std::filesystem::create_directories(job.log_dir);
+  job.grace_period = to_ms(grace_seconds);
+  job.heartbeat_timeout = to_ms(heartbeat_seconds);
+  job.rdzv_timeout = to_ms(rdzv_seconds);
+  const bool any_stream_flag = !redirect.empty() || !tee.empty();
+  if (any_stream_flag && job.log_dir.empty()) {
+    return fail(kUsageError, "--redirect and --tee write to log files: add --log-dir DIR");
+  }
+  const Streams redirected = redirect.empty() ? Streams{} : kStreamChoices.at(redirect);
+  const Streams teed = tee.empty() ? Streams{} : kStreamChoices.at(tee);
+  const bool has_log_dir = !job.log_dir.empty();
+  job.stdout_routing = routing(has_log_dir, redirected.out, teed.out, any_stream_flag);
+  job.stderr_routing = routing(has_log_dir, redirected.err, teed.err, any_stream_flag);
+  if (has_log_dir) {
+    std::error_code error;
+    std::filesystem::create_directories(job.log_dir, error);
+    if (error) return fail(kUsageError, "--log-dir " + job.log_dir + ": " + error.message());
+  }
 
-  fabric::launcher::Supervisor supervisor(job);
-  handle_signals(supervisor);
-  return supervisor.run();
+  block_stop_signals();
+  try {
+    fabric::launcher::Supervisor supervisor(job);
+    handle_stop_signals(supervisor);
+    return supervisor.run();
+  } catch (const std::exception& error) {  // e.g. no loopback port for the rendezvous
+    return fail(fabric::launcher::kCannotStart, error.what());
+  }
 }
