@@ -1,6 +1,9 @@
 // fabricd run end to end, with real programs: training to accuracy under 4 ranks, a rank
-// killed with SIGKILL (restart, or the job's status with the rank named), fabricd itself
-// killed with SIGKILL (no rank survives it), and the errors for bad invocations.
+// killed with SIGKILL (restart, or the job's status with the rank named), a rank that hangs
+// (an endless loop, SIGSTOP) found within the heartbeat timeout + 1 s, an uncaught
+// exception reported in the summary, a rendezvous that times out, two jobs side by side,
+// SIGINT to fabricd, fabricd itself killed with SIGKILL (no rank survives it), and the
+// errors for bad invocations.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -9,9 +12,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 extern char** environ;
 
@@ -34,6 +39,144 @@ Result run(const std::string& command) {
 }
 
 const std::string kFabricd = FABRICD;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs `command` and notes when each line of its output arrived (system clock, ms), so a
+// test can time what fabricd did against what a rank said it was doing.
+struct TimedLine {
+  std::int64_t at_ms;
+  std::string text;
+};
+struct TimedResult {
+  int status = -1;
+  std::vector<TimedLine> lines;
+  std::string output;
+  // The first line containing `needle`, or nullptr.
+  const TimedLine* find(const std::string& needle) const {
+    for (const auto& line : lines) {
+      if (line.text.find(needle) != std::string::npos) return &line;
+    }
+    return nullptr;
+  }
+};
+TimedResult run_timed(const std::string& command) {
+  TimedResult result;
+  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen((command + " 2>&1").c_str(), "r"), &pclose);
+  char buffer[4096];
+  while (fgets(buffer, sizeof(buffer), pipe.get())) {
+    result.lines.push_back({now_ms(), buffer});
+    result.output += buffer;
+  }
+  const int status = pclose(pipe.release());
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+// A hung rank (spinning, or stopped by SIGSTOP) must be declared hung within
+// --heartbeat-timeout + 1 s of the moment it stopped making progress.
+class HungRank : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HungRank, IsDetectedWithinTheHeartbeatTimeoutPlusOneSecondAndNamed) {
+  TimedResult result = run_timed(kFabricd + " run --nproc-per-node 2 --max-restarts 0 --heartbeat-timeout 2 " +
+                                 DDP_WORKER + " misbehave " + GetParam());
+  EXPECT_EQ(result.status, 128 + SIGKILL) << result.output;
+  const TimedLine* hung_at = result.find("misbehaving at ");
+  const TimedLine* declared = result.find("fabricd: rank 1 hung");
+  ASSERT_TRUE(hung_at && declared) << result.output;
+  const std::int64_t stopped = std::stoll(hung_at->text.substr(hung_at->text.find(" at ") + 4));
+  const std::int64_t latency = declared->at_ms - stopped;
+  std::cout << GetParam() << ": hang declared " << latency << " ms after it began (timeout 2000 ms)\n";
+  // Not much before the timeout either: a rank frozen whole is judged from its last
+  // heartbeat, at most one interval (timeout / 4) before it froze.
+  EXPECT_GE(latency, 1500) << "declared hung well before the timeout ran out";
+  EXPECT_LE(latency, 3000) << result.output;
+  EXPECT_NE(result.output.find("job failed: rank 1 failed first, with signal 9"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("hung: no progress for"), std::string::npos) << result.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ways, HungRank, ::testing::Values("spin", "stop"));
+
+TEST(FabricdRun, HungRankRestartsTheGroupAndTheJobCompletes) {
+  Result result = run(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --heartbeat-timeout 2 " + DDP_WORKER +
+                      " misbehave spin");
+  EXPECT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("rank 1 hung"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("[rank 1] generation 1 done"), std::string::npos) << result.output;
+}
+
+TEST(FabricdRun, UncaughtExceptionIsReportedInTheSummary) {
+  Result result = run(kFabricd + " run --nproc-per-node 2 --max-restarts 0 " + DDP_WORKER + " misbehave throw");
+  EXPECT_EQ(result.status, 128 + SIGABRT) << result.output;
+  EXPECT_NE(result.output.find("job failed: rank 1 failed first, with signal 6"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("it reported std::runtime_error: injected failure at step 5"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("at step 5"), std::string::npos) << result.output;
+}
+
+TEST(FabricdRun, RendezvousThatTimesOutEndsTheJobWithStatus3AndTheMissingRank) {
+  const auto started = std::chrono::steady_clock::now();
+  Result result = run(kFabricd + " run --nproc-per-node 2 --rdzv-timeout 1 --grace-period 1 " + DDP_WORKER +
+                      " late-join");
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(result.status, 3) << result.output;
+  EXPECT_NE(result.output.find("rendezvous timed out after 1.0 s: rank(s) 1 never joined"), std::string::npos)
+      << result.output;
+  EXPECT_LT(took, std::chrono::seconds(20)) << "the sleeping rank was not stopped";
+}
+
+TEST(FabricdRun, TwoJobsAtOnceDoNotInterfere) {
+  const std::string base = "/tmp/fabricd-e2e-two-" + std::to_string(::getpid());
+  run("rm -rf " + base + " && mkdir -p " + base + "/a " + base + "/b");
+  auto job = [&](const std::string& dir) {
+    return run(kFabricd + " run --nproc-per-node 2 " + DDP_WORKER + " fabric-collectives " + dir + " && " + kFabricd +
+               " run --nproc-per-node 2 --max-restarts 1 " + DDP_WORKER + " flaky");
+  };
+  auto first = std::async(std::launch::async, job, base + "/a");
+  auto second = std::async(std::launch::async, job, base + "/b");
+  Result a = first.get(), b = second.get();
+  EXPECT_EQ(a.status, 0) << a.output;
+  EXPECT_EQ(b.status, 0) << b.output;
+  run("rm -rf " + base);
+}
+
+TEST(FabricdRun, SigintStopsTheJobAndASecondSigintKillsAtOnce) {
+  // Ranks that ignore SIGTERM: only the grace period (60 s) or a second SIGINT ends them.
+  std::string program = kFabricd, verb = "run", flag = "--nproc-per-node", n = "2", grace = "--grace-period",
+              grace_seconds = "60", shell = "/bin/sh", dash_c = "-c", script = "trap '' TERM; echo up; sleep 120";
+  std::vector<char*> argv{program.data(), verb.data(), flag.data(),  n.data(),      grace.data(),
+                          grace_seconds.data(), shell.data(), dash_c.data(), script.data(), nullptr};
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  pid_t fabricd = 0;
+  ASSERT_EQ(::posix_spawn(&fabricd, program.c_str(), &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  std::unique_ptr<FILE, decltype(&fclose)> output(fdopen(out[0], "r"), &fclose);
+  char buffer[4096];
+  for (int up = 0; up < 2 && fgets(buffer, sizeof(buffer), output.get());) {
+    up += std::string(buffer).find("up") != std::string::npos;  // both ranks are running
+  }
+
+  ::kill(fabricd, SIGINT);
+  ASSERT_TRUE(fgets(buffer, sizeof(buffer), output.get()));
+  EXPECT_NE(std::string(buffer).find("stopping the job (signal 2)"), std::string::npos) << buffer;
+  int status = 0;
+  EXPECT_EQ(::waitpid(fabricd, &status, WNOHANG), 0) << "fabricd must wait out the grace period for its ranks";
+
+  const auto second = std::chrono::steady_clock::now();
+  ::kill(fabricd, SIGINT);
+  ASSERT_EQ(::waitpid(fabricd, &status, 0), fabricd);
+  EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(2));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGINT) << status;
+}
 
 TEST(FabricdRun, DigitsTrainsToAccuracyWithFourRanks) {
   Result result = run(kFabricd + " run --nproc-per-node 4 " + DIGITS + " --accelerator cpu --require-accuracy 0.95 "

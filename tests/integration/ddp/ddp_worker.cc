@@ -12,12 +12,19 @@
 //                                    after the first barrier; later generations succeed
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
+//   misbehave HOW                    under fabricd: 40 DDP steps, but in generation 0 rank 1
+//                                    stops at step 5 after printing "misbehaving at <ms>"
+//                                    (system clock): HOW = spin (an endless loop), stop
+//                                    (SIGSTOP itself) or throw (an uncaught exception)
+//   late-join                        under fabricd: rank 1 sleeps 60 s before it connects
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <thread>
 #include <fstream>
 #include <iostream>
 
@@ -30,6 +37,24 @@ struct PartlyUsed : torch::nn::Module {
   torch::nn::Linear unused = register_module("unused", torch::nn::Linear(4, 2));
   torch::Tensor forward(const torch::Tensor& x) { return used(x); }
 };
+
+int generation() {
+  const char* value = std::getenv("FABRICD_RESTART_COUNT");
+  return value ? std::atoi(value) : 0;
+}
+
+void misbehave(const std::string& how) {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  std::cout << "misbehaving at " << std::chrono::duration_cast<std::chrono::milliseconds>(now).count() << std::endl;
+  if (how == "spin") {
+    for (volatile bool forever = true; forever;) {
+    }
+  } else if (how == "stop") {
+    ::raise(SIGSTOP);
+  } else {
+    throw std::runtime_error("injected failure at step 5");
+  }
+}
 
 int main(int argc, char** argv) {
   const std::string scenario = argv[1];
@@ -75,6 +100,28 @@ int main(int argc, char** argv) {
       if (generation && std::string(generation) == "0" && fabric.global_rank() == 1) ::raise(SIGKILL);
       fabric.barrier();
       std::cout << "generation " << (generation ? generation : "?") << " done" << std::endl;
+    } else if (scenario == "misbehave") {
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      fabric.launch();
+      auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
+        return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
+      });
+      const int rank = fabric.global_rank(), world = fabric.world_size();
+      for (int step = 0; step < 40; ++step) {
+        if (step == 5 && rank == 1 && generation() == 0) misbehave(argv[2]);
+        auto [x, y] = ddp_reference::global_batch(step, world);
+        optimizer.zero_grad();
+        auto local_x = x.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
+        auto local_y = y.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
+        fabric.backward(torch::nn::functional::cross_entropy(model(local_x), local_y));
+        optimizer.step();
+      }
+      std::cout << "generation " << generation() << " done" << std::endl;
+    } else if (scenario == "late-join") {
+      const char* rank = std::getenv("RANK");
+      if (rank != nullptr && std::string(rank) == "1") std::this_thread::sleep_for(std::chrono::seconds(60));
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      fabric.launch();
     } else if (scenario == "launch-and-fail") {
       try {
         fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .devices = 2});
