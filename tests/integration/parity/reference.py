@@ -1,6 +1,11 @@
 """PyTorch's side of the parity test: the same MLP, weights, batches and optimizer that the
 C++ test trains through Fabric, trained here by plain PyTorch.
 
+--precision follows Lightning's plugins: "32-true"/"64-true" train in that dtype; "16-true"
+and "bf16-true" convert the model and inputs; "16-mixed" and "bf16-mixed" run forward under
+torch.autocast and cast the output to float32 ("16-mixed" adds a GradScaler). --device picks
+where (cpu or cuda); the batches and initial weights are drawn on the CPU either way.
+
 Writes into --out:
   init.pt     the initial state dict (a plain dict of tensors, names as in nn.Sequential)
   batches.pt  a dict {"x": [steps, batch, 16] float32, "y": [steps, batch] int64}
@@ -20,14 +25,22 @@ def build_model() -> nn.Module:
     return nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
 
 
+TRUE_DTYPES = {"32-true": torch.float32, "64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
+AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+ADAM_EPS = {"16-true": 1e-4}  # keep in step with pytorch_parity_test.cc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, type=pathlib.Path)
-    parser.add_argument("--dtype", choices=["float32", "float64"], required=True)
+    parser.add_argument("--precision", choices=list(TRUE_DTYPES) + list(AUTOCAST_DTYPES), required=True)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    dtype = getattr(torch, args.dtype)
+    dtype = TRUE_DTYPES.get(args.precision, torch.float32)
+    autocast = AUTOCAST_DTYPES.get(args.precision)
+    device = torch.device(args.device)
 
     torch.manual_seed(1234)
     model = build_model()
@@ -36,14 +49,27 @@ def main() -> None:
     y = torch.randint(0, 4, (args.steps, 8))
     torch.save({"x": x, "y": y}, args.out / "batches.pt")
 
-    model = model.to(dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model = model.to(device=device, dtype=dtype)
+    # Adam's default eps (1e-8) is 0 in float16, and 0/0 turns "16-true" into NaN at once on
+    # both sides; 1e-4 is representable.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, eps=ADAM_EPS.get(args.precision, 1e-8))
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
     losses = []
     for step in range(args.steps):
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x[step].to(dtype)), y[step])
-        loss.backward()
-        optimizer.step()
+        inputs, target = x[step].to(device=device, dtype=dtype), y[step].to(device)
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            output = model(inputs)
+        # Lightning casts the output of every non-32-bit forward back to float32.
+        output = output.float()
+        loss = nn.functional.cross_entropy(output, target)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         losses.append(loss.item())
     torch.save(torch.tensor(losses, dtype=torch.float64), args.out / "losses.pt")
 
