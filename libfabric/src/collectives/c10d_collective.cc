@@ -1,5 +1,6 @@
 #include "collectives/c10d_collective.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "environments/launcher_link.h"
@@ -31,12 +32,17 @@ c10::intrusive_ptr<c10d::Store> C10dCollective::connect_store(const ClusterEnvir
   store_options.port = static_cast<std::uint16_t>(environment.main_port());
   // torchrun's agent may already serve the store at MASTER_PORT (it says so with
   // TORCHELASTIC_USE_AGENT_STORE=True, as torch.distributed's _create_c10d_store reads it):
-  // then every rank is a client, and a fresh store per restart needs no key prefix.
+  // then every rank is a client. That store outlives a restart, so each attempt's keys get
+  // their own prefix: a restarted Gloo group must not find the dead ranks' addresses.
   const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
-  store_options.isServer = rank_ == 0 && !(agent_store != nullptr && std::string(agent_store) == "True");
+  const bool agent_serves = agent_store != nullptr && std::string(agent_store) == "True";
+  store_options.isServer = rank_ == 0 && !agent_serves;
   store_options.numWorkers = world_size_;
   store_options.timeout = timeout_;
-  return c10::make_intrusive<c10d::TCPStore>(environment.main_address(), store_options);
+  auto store = c10::make_intrusive<c10d::TCPStore>(environment.main_address(), store_options);
+  if (!agent_serves) return store;
+  const char* attempt = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  return c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::string(attempt ? attempt : "0"), store);
 }
 
 void C10dCollective::barrier() {

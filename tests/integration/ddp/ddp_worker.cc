@@ -56,6 +56,18 @@ void misbehave(const std::string& how) {
   }
 }
 
+// One DDP step on this rank's slice of the global batch of `step`.
+template <typename Model>
+void train_step(fabric::Fabric& fabric, Model& model, fabric::FabricOptimizer& optimizer, int step) {
+  const int rank = fabric.global_rank();
+  auto [x, y] = ddp_reference::global_batch(step, fabric.world_size());
+  optimizer.zero_grad();
+  auto local_x = x.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
+  auto local_y = y.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
+  fabric.backward(torch::nn::functional::cross_entropy(model(local_x), local_y));
+  optimizer.step();
+}
+
 int main(int argc, char** argv) {
   const std::string scenario = argv[1];
   try {
@@ -69,14 +81,7 @@ int main(int argc, char** argv) {
       const int rank = fabric.global_rank(), world = fabric.world_size();
       if (scenario == "train") {
         const int steps = std::stoi(argv[3]);
-        for (int step = 0; step < steps; ++step) {
-          auto [x, y] = ddp_reference::global_batch(step, world);
-          optimizer.zero_grad();
-          auto local_x = x.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
-          auto local_y = y.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
-          fabric.backward(torch::nn::functional::cross_entropy(model(local_x), local_y));
-          optimizer.step();
-        }
+        for (int step = 0; step < steps; ++step) train_step(fabric, model, optimizer, step);
         fabric.save(argv[4], {{"model", model}});
       } else {
         // Two micro-batches per rank: rows [2r, 2r+1] halves of rank r's slice of step 0.
@@ -106,15 +111,9 @@ int main(int argc, char** argv) {
       auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
         return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
       });
-      const int rank = fabric.global_rank(), world = fabric.world_size();
       for (int step = 0; step < 40; ++step) {
-        if (step == 5 && rank == 1 && generation() == 0) misbehave(argv[2]);
-        auto [x, y] = ddp_reference::global_batch(step, world);
-        optimizer.zero_grad();
-        auto local_x = x.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
-        auto local_y = y.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
-        fabric.backward(torch::nn::functional::cross_entropy(model(local_x), local_y));
-        optimizer.step();
+        if (step == 5 && fabric.global_rank() == 1 && generation() == 0) misbehave(argv[2]);
+        train_step(fabric, model, optimizer, step);
       }
       std::cout << "generation " << generation() << " done" << std::endl;
     } else if (scenario == "late-join") {
