@@ -224,6 +224,30 @@ TEST(FabricdRun, KilledFabricdLeavesNoRankBehind) {
   EXPECT_EQ(run(count).output, "0\n") << "ranks outlived fabricd by more than a second";
 }
 
+TEST(FabricdRun, RedirectAndTeeRouteEachStreamAsTorchrunDoes) {
+  const std::string dir = "/tmp/fabricd-e2e-streams-" + std::to_string(::getpid());
+  const std::string program = " /bin/sh -c 'echo to-out; echo to-err >&2'";
+  run("rm -rf " + dir);
+  // --redirect stdout: stdout only in the files; stderr only on the console.
+  Result redirected = run(kFabricd + " run --nproc-per-node 2 --log-dir " + dir + " --redirect stdout" + program);
+  EXPECT_EQ(redirected.status, 0) << redirected.output;
+  EXPECT_EQ(redirected.output.find("to-out"), std::string::npos) << redirected.output;
+  EXPECT_NE(redirected.output.find("[rank 1] to-err"), std::string::npos) << redirected.output;
+  EXPECT_EQ(run("cat " + dir + "/rank_1.stdout.log").output, "to-out\n");
+  EXPECT_NE(run("test -e " + dir + "/rank_1.stderr.log").status, 0) << "stderr was neither redirected nor teed";
+  // --tee stderr: stderr on the console and in the files; stdout on the console only.
+  run("rm -rf " + dir);
+  Result teed = run(kFabricd + " run --nproc-per-node 2 --log-dir " + dir + " --tee 2" + program);
+  EXPECT_NE(teed.output.find("[rank 0] to-out"), std::string::npos) << teed.output;
+  EXPECT_NE(teed.output.find("[rank 0] to-err"), std::string::npos) << teed.output;
+  EXPECT_EQ(run("cat " + dir + "/rank_0.stderr.log").output, "to-err\n");
+  EXPECT_NE(run("test -e " + dir + "/rank_0.stdout.log").status, 0);
+  run("rm -rf " + dir);
+  Result without_dir = run(kFabricd + " run --redirect 3" + program);
+  EXPECT_EQ(without_dir.status, 2) << without_dir.output;
+  EXPECT_NE(without_dir.output.find("add --log-dir"), std::string::npos) << without_dir.output;
+}
+
 TEST(FabricdRun, BadInvocationsGiveOneLineAndADistinctCode) {
   Result missing = run(kFabricd + " run /no/such/program");
   EXPECT_EQ(missing.status, 127) << missing.output;

@@ -4,7 +4,11 @@
 // without gradient is reported by name.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <torch/torch.h>
+
+#include <cstdio>
+#include <memory>
 
 #include "ddp_reference.h"
 #include "fabric/fabric.h"
@@ -104,6 +108,25 @@ TEST(Ddp, LaunchingRankThatFails_TakesItsLocalRanksDown) {
 }
 
 TEST(Ddp, FindUnusedParametersStrategy_AllowsThem) { run_ranks(2, {"unused-allowed"}); }
+
+// torchrun (the pinned wheel's) restarts the group after rank 1 is killed; the new group
+// must rendezvous cleanly although the agent's store still holds the old group's keys.
+TEST(Ddp, UnderTorchrunTheRestartedGroupRendezvousAfresh) {
+  const std::string python = FABRIC_PYTHON;
+  const std::string torchrun = python.substr(0, python.rfind('/') + 1) + "torchrun";
+  if (python.find('/') == std::string::npos || ::access(torchrun.c_str(), X_OK) != 0) {
+    GTEST_SKIP() << "no torchrun next to " << python;
+  }
+  const std::string command = torchrun + " --standalone --nproc-per-node 2 --max-restarts 1 --no-python " +
+                              DDP_WORKER + " flaky 2>&1";
+  std::string output;
+  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen(command.c_str(), "r"), &pclose);
+  char buffer[4096];
+  while (fgets(buffer, sizeof(buffer), pipe.get())) output += buffer;
+  const int status = pclose(pipe.release());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  EXPECT_NE(output.find("generation 1 done"), std::string::npos) << output;
+}
 
 }  // namespace
 }  // namespace fabric

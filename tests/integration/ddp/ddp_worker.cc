@@ -8,8 +8,9 @@
 //   unused-allowed                   the same under "ddp_find_unused_parameters_true": exit 0
 //   launch-and-fail                  started alone: launch() starts rank 1, then rank 0 throws
 //                                    while rank 1 waits in a collective; exit 5
-//   flaky                            under fabricd: in generation 0, rank 1 SIGKILLs itself
-//                                    after the first barrier; later generations succeed
+//   flaky                            under fabricd or torchrun: in generation 0, rank 1
+//                                    SIGKILLs itself after the first barrier; later
+//                                    generations succeed
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
 //   misbehave HOW                    under fabricd: 40 DDP steps, but in generation 0 rank 1
@@ -38,9 +39,12 @@ struct PartlyUsed : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) { return used(x); }
 };
 
+// The restart generation, as fabricd or torchrun numbers it.
 int generation() {
-  const char* value = std::getenv("FABRICD_RESTART_COUNT");
-  return value ? std::atoi(value) : 0;
+  for (const char* name : {"FABRICD_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"}) {
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  }
+  return 0;
 }
 
 void misbehave(const std::string& how) {
@@ -101,10 +105,9 @@ int main(int argc, char** argv) {
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
       fabric.launch();
       fabric.barrier();
-      const char* generation = std::getenv("FABRICD_RESTART_COUNT");
-      if (generation && std::string(generation) == "0" && fabric.global_rank() == 1) ::raise(SIGKILL);
+      if (generation() == 0 && fabric.global_rank() == 1) ::raise(SIGKILL);
       fabric.barrier();
-      std::cout << "generation " << (generation ? generation : "?") << " done" << std::endl;
+      std::cout << "generation " << generation() << " done" << std::endl;
     } else if (scenario == "misbehave") {
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
       fabric.launch();
