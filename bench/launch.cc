@@ -1,0 +1,124 @@
+// bench/launch: how fast a launcher gets a job going, fabricd against torchrun (from the
+// pinned torch wheel), both starting the same C++ rank program (launch_rank) in the same
+// run, alternating round by round.
+//   time_to_first_barrier  launcher started -> every one of N ranks past its first barrier
+//   crash_to_barrier       a rank SIGKILLs itself -> the restarted group past its barrier
+// Prints one JSON line per (case, N); ratio = fabricd / torchrun (lower is better).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace {
+
+long long now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Events {
+  std::vector<long long> barriers[2];  // by generation
+  long long crash = -1;
+};
+
+Events read_events(const std::string& path) {
+  Events events;
+  std::ifstream file(path);
+  for (std::string kind; file >> kind;) {
+    if (kind == "barrier") {
+      int generation = 0;
+      long long at = 0;
+      file >> generation >> at;
+      if (generation >= 0 && generation < 2) events.barriers[generation].push_back(at);
+    } else if (kind == "crash") {
+      file >> events.crash;
+    }
+  }
+  return events;
+}
+
+struct Launcher {
+  std::string name;
+  // The command that runs `nproc` ranks of `program args`, restarting once when restart.
+  std::string (*command)(const std::string& program, int nproc, bool restart);
+};
+
+std::string fabricd_command(const std::string& program, int nproc, bool restart) {
+  return std::string(FABRICD) + " run --nproc-per-node " + std::to_string(nproc) +
+         (restart ? " --max-restarts 1" : "") + " --grace-period 1 " + program;
+}
+
+std::string torchrun_command(const std::string& program, int nproc, bool restart) {
+  return std::string(TORCHRUN) + " --standalone --nproc-per-node " + std::to_string(nproc) +
+         (restart ? " --max-restarts 1" : "") + " --no-python " + program;
+}
+
+// One measurement in ms; -1 when the run did not produce what it should.
+double measure(const Launcher& launcher, int nproc, bool crash, const std::string& out) {
+  ::unlink(out.c_str());
+  const std::string program = std::string(LAUNCH_RANK) + " " + out + (crash ? " crash" : "");
+  const long long start = now_ms();
+  bench::run_command(launcher.command(program, nproc, crash) + " > /dev/null 2>&1");
+  const Events events = read_events(out);
+  const auto& wanted = events.barriers[crash ? 1 : 0];
+  if (static_cast<int>(wanted.size()) != nproc || (crash && events.crash < 0)) return -1;
+  const long long last = *std::max_element(wanted.begin(), wanted.end());
+  return static_cast<double>(last - (crash ? events.crash : start));
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? -1 : values[values.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 3;
+  std::vector<int> sizes = {2, 4, 8};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
+    if (flag == "--sizes") {
+      sizes.clear();
+      std::stringstream list(argv[i + 1]);
+      for (std::string n; std::getline(list, n, ',');) sizes.push_back(std::stoi(n));
+    }
+  }
+  const Launcher fabricd{"fabricd", fabricd_command}, torchrun{"torchrun", torchrun_command};
+  const std::string out = "/tmp/bench-launch-" + std::to_string(::getpid());
+  for (const bool crash : {false, true}) {
+    for (const int nproc : sizes) {
+      std::vector<double> ours, theirs;
+      for (int round = 0; round < rounds; ++round) {
+        // Alternate who goes first, so a machine that speeds up or slows down favours neither.
+        const bool fabricd_first = round % 2 == 0;
+        for (const Launcher* launcher : fabricd_first ? std::vector{&fabricd, &torchrun} : std::vector{&torchrun, &fabricd}) {
+          const double ms = measure(*launcher, nproc, crash, out);
+          if (ms < 0) {
+            std::cerr << "launch: " << launcher->name << " with " << nproc << " ranks did not complete"
+                      << (crash ? " the restart" : "") << std::endl;
+            return 1;
+          }
+          (launcher == &fabricd ? ours : theirs).push_back(ms);
+        }
+      }
+      const double a = median(ours), b = median(theirs);
+      std::printf(
+          "{\"bench\": \"launch\", \"case\": \"%s-n%d\", \"metric\": \"ms\", \"ours\": %.0f, \"baseline\": "
+          "\"torchrun-standalone\", \"theirs\": %.0f, \"ratio\": %.3f, \"better\": \"lower\"}\n",
+          crash ? "crash_to_barrier" : "time_to_first_barrier", nproc, a, b, a / b);
+      std::fflush(stdout);
+    }
+  }
+  ::unlink(out.c_str());
+  return 0;
+}

@@ -1,0 +1,56 @@
+// One rank of bench/launch: connects to its peers as any Fabric program does (fabric.launch
+// under fabricd or torchrun), passes the first barrier, and appends to the file OUT
+//   barrier <generation> <system-clock ms>
+// With "crash", rank 1 of generation 0 then appends "crash <ms>" and SIGKILLs itself while
+// the others wait in a second barrier, so the launcher must restart the group.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <string>
+
+#include "fabric/fabric.h"
+
+namespace {
+
+long long now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// One write(2) per line with O_APPEND: lines of concurrent ranks never mix.
+void append(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  const std::string text = line + "\n";
+  if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) std::exit(2);
+  ::close(fd);
+}
+
+int generation() {
+  for (const char* name : {"FABRICD_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"}) {
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return 2;
+  const std::string out = argv[1];
+  const bool crash = argc > 2 && std::string(argv[2]) == "crash";
+  fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+  fabric.launch();
+  fabric.barrier();
+  append(out, "barrier " + std::to_string(generation()) + " " + std::to_string(now_ms()));
+  if (crash && generation() == 0) {
+    if (fabric.global_rank() == 1) {
+      append(out, "crash " + std::to_string(now_ms()));
+      ::raise(SIGKILL);
+    }
+    fabric.barrier();  // never passes: rank 1 is gone
+  }
+  return 0;
+}
