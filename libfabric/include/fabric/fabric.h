@@ -239,10 +239,14 @@ class Fabric {
     std::cout << line.str() << std::endl;
   }
 
+  // Waits until every rank gets here. Under fabricd it is the launcher's barrier, whose
+  // timeout (FabricOptions::timeout) names the ranks that never came.
   void barrier(std::string_view name = {});
 
-  // Reduces `tensor` across ranks, in place, and returns it: "mean" (default), "sum", "max",
-  // "min". One process: unchanged.
+  // The collectives work on tensors on this process's device (a tensor elsewhere is moved
+  // there first, as Lightning does; NCCL takes nothing else) and return them there.
+  // Reduces `tensor` across ranks, in place when it is already on the device, and returns
+  // it: "mean" (default), "sum", "max", "min". One process: unchanged.
   torch::Tensor all_reduce(torch::Tensor tensor, std::string_view reduce_op = "mean");
   // Every rank's tensor, in rank order (dimension 0 may differ). One process: {tensor}.
   std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor);
