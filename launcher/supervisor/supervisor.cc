@@ -146,7 +146,11 @@ struct Supervisor::Impl {
 
   explicit Impl(JobOptions job) : options(std::move(job)) {
     if (options.job_id.empty()) options.job_id = unique_job_id();
-    const milliseconds interval = std::clamp(options.heartbeat_timeout / 4, milliseconds(50), milliseconds(30000));
+    // A quarter of the timeout: a rank frozen whole is seen at most that late. Without hang
+    // detection, heartbeats only show progress in the logs; once in 30 s is plenty.
+    const milliseconds interval = options.heartbeat_timeout.count() == 0
+                                      ? milliseconds(30000)
+                                      : std::clamp(options.heartbeat_timeout / 4, milliseconds(50), milliseconds(30000));
     server.service().start_job(options.job_id, options.nproc_per_node,
                                {.rdzv_timeout = options.rdzv_timeout, .heartbeat_interval = interval});
   }
