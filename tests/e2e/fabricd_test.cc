@@ -91,8 +91,9 @@ TEST_P(HungRank, IsDetectedWithinTheHeartbeatTimeoutPlusOneSecondAndNamed) {
   const std::int64_t latency = declared->at_ms - stopped;
   std::cout << GetParam() << ": hang declared " << latency << " ms after it began (timeout 2000 ms)\n";
   // Not much before the timeout either: a rank frozen whole is judged from its last
-  // heartbeat, at most one interval (timeout / 4) before it froze.
-  EXPECT_GE(latency, 1500) << "declared hung well before the timeout ran out";
+  // heartbeat, one interval (timeout / 4) before it froze, or a little more when its
+  // heartbeat thread is starved of CPU (ctest runs tests side by side on 2 cores).
+  EXPECT_GE(latency, 1000) << "declared hung long before the timeout ran out";
   EXPECT_LE(latency, 3000) << result.output;
   EXPECT_NE(result.output.find("job failed: rank 1 failed first, with signal 9"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("hung: no progress for"), std::string::npos) << result.output;
