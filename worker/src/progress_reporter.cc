@@ -22,9 +22,16 @@ void ProgressReporter::progress(const char* phase) noexcept {
   phase_.store(phase, std::memory_order_relaxed);
   last_progress_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   progress_.fetch_add(1, std::memory_order_relaxed);
-  // The first heartbeat goes out at once, from this thread: a rank that froze (SIGSTOP)
-  // before the heartbeat thread's first tick would otherwise never be watched.
-  if (!started_.load(std::memory_order_relaxed) && !started_.exchange(true)) send();
+  // The first heartbeat goes out at once (the heartbeat thread is woken for it): a rank that
+  // froze (SIGSTOP) before the thread's first tick would otherwise never be watched. Never
+  // sent from here: the training thread must not wait on the launcher.
+  if (!started_.load(std::memory_order_relaxed) && !started_.exchange(true)) {
+    {
+      std::lock_guard lock(mutex_);
+      kick_ = true;
+    }
+    wake_.notify_all();
+  }
 }
 
 void ProgressReporter::step() noexcept {
@@ -50,7 +57,10 @@ ProgressReporter::Busy::~Busy() {
 void ProgressReporter::run() {
   std::uint64_t reported = 0;  // the progress count of the last heartbeat sent
   std::unique_lock lock(mutex_);
-  while (!wake_.wait_for(lock, interval_, [this] { return stopping_; })) {
+  for (;;) {
+    wake_.wait_for(lock, interval_, [this] { return stopping_ || kick_; });
+    if (stopping_) return;
+    kick_ = false;
     const std::uint64_t progress = progress_.load(std::memory_order_relaxed);
     if (progress == reported && busy_.load(std::memory_order_relaxed) == 0) continue;  // nothing to vouch for
     reported = progress;

@@ -20,6 +20,9 @@ constexpr milliseconds kQuickCall = std::chrono::seconds(60);
 // A blocking call's gRPC deadline is its own timeout plus this, so that the server's
 // DEADLINE_EXCEEDED (which names the missing keys) arrives before the transport's.
 constexpr milliseconds kDeadlineSlack = std::chrono::seconds(5);
+// A heartbeat that cannot be delivered soon is worthless, and the heartbeat thread must be
+// free to stop (at exit) without waiting out kQuickCall.
+constexpr milliseconds kHeartbeatCall = std::chrono::seconds(5);
 
 std::int32_t int_variable(const char* name) {
   const char* text = std::getenv(name);
@@ -207,7 +210,7 @@ HeartbeatReply RendezvousClient::heartbeat(std::optional<std::int64_t> step, std
   request.set_phase(phase);
   set_duration(request.mutable_since_progress(), since_progress);
   const auto response = impl_->call<v1::RankHeartbeatRequest, v1::RankHeartbeatResponse>(
-      "Heartbeat", &v1::RendezvousService::Stub::Heartbeat, request, kQuickCall);
+      "Heartbeat", &v1::RendezvousService::Stub::Heartbeat, request, kHeartbeatCall);
   const auto& interval = response.interval();
   return {.interval = milliseconds(interval.seconds() * 1000 + interval.nanos() / 1'000'000),
           .stop_requested = response.stop_requested(),

@@ -10,7 +10,7 @@
 // checkpoint) hold a Busy guard, during which heartbeats continue.
 //
 // Heartbeats start with the first progress (the training loop; that first one is sent at
-// once, from the training thread), so a long setup before it is never mistaken for a hang.
+// once), so a long setup before it is never mistaken for a hang.
 // A rank frozen whole (SIGSTOP) is seen as silent from its last heartbeat, which may be up
 // to one interval before it froze.
 #pragma once
@@ -83,6 +83,7 @@ class ProgressReporter {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;                                            // guarded by mutex_
+  bool kick_ = false;  // send now: the first progress happened; guarded by mutex_
   std::chrono::milliseconds interval_{std::chrono::milliseconds(200)};  // until fabricd says
   std::thread thread_;
 };
