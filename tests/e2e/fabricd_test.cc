@@ -18,74 +18,27 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
+#include "support/processes.h"
 
+namespace fabric {
 namespace {
 
-struct Result {
-  int status = -1;  // exit code, or 128 + signal
-  std::string output;
-};
-
-// Runs `command` through the shell with stdout and stderr captured.
-Result run(const std::string& command) {
-  Result result;
-  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen((command + " 2>&1").c_str(), "r"), &pclose);
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe.get())) result.output += buffer;
-  const int status = pclose(pipe.release());
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
-}
+using testing::CommandResult;
+using testing::run_command;
+using testing::TimedLine;
 
 const std::string kFabricd = FABRICD;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// Runs `command` and notes when each line of its output arrived (system clock, ms), so a
-// test can time what fabricd did against what a rank said it was doing.
-struct TimedLine {
-  std::int64_t at_ms;
-  std::string text;
-};
-struct TimedResult {
-  int status = -1;
-  std::vector<TimedLine> lines;
-  std::string output;
-  // The first line containing `needle`, or nullptr.
-  const TimedLine* find(const std::string& needle) const {
-    for (const auto& line : lines) {
-      if (line.text.find(needle) != std::string::npos) return &line;
-    }
-    return nullptr;
-  }
-};
-TimedResult run_timed(const std::string& command) {
-  TimedResult result;
-  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen((command + " 2>&1").c_str(), "r"), &pclose);
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe.get())) {
-    result.lines.push_back({now_ms(), buffer});
-    result.output += buffer;
-  }
-  const int status = pclose(pipe.release());
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
-}
 
 // A hung rank (spinning, or stopped by SIGSTOP) must be declared hung within
 // --heartbeat-timeout + 1 s of the moment it stopped making progress.
 class HungRank : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HungRank, IsDetectedWithinTheHeartbeatTimeoutPlusOneSecondAndNamed) {
-  TimedResult result = run_timed(kFabricd + " run --nproc-per-node 2 --max-restarts 0 --heartbeat-timeout 2 " +
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 0 --heartbeat-timeout 2 " +
                                  DDP_WORKER + " misbehave " + GetParam());
   EXPECT_EQ(result.status, 128 + SIGKILL) << result.output;
-  const TimedLine* hung_at = result.find("misbehaving at ");
-  const TimedLine* declared = result.find("fabricd: rank 1 hung");
+  const TimedLine* hung_at = result.find_line("misbehaving at ");
+  const TimedLine* declared = result.find_line("fabricd: rank 1 hung");
   ASSERT_TRUE(hung_at && declared) << result.output;
   const std::int64_t stopped = std::stoll(hung_at->text.substr(hung_at->text.find(" at ") + 4));
   const std::int64_t latency = declared->at_ms - stopped;
@@ -102,7 +55,7 @@ TEST_P(HungRank, IsDetectedWithinTheHeartbeatTimeoutPlusOneSecondAndNamed) {
 INSTANTIATE_TEST_SUITE_P(Ways, HungRank, ::testing::Values("spin", "stop"));
 
 TEST(FabricdRun, HungRankRestartsTheGroupAndTheJobCompletes) {
-  Result result = run(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --heartbeat-timeout 2 " + DDP_WORKER +
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --heartbeat-timeout 2 " + DDP_WORKER +
                       " misbehave spin");
   EXPECT_EQ(result.status, 0) << result.output;
   EXPECT_NE(result.output.find("rank 1 hung"), std::string::npos) << result.output;
@@ -110,7 +63,7 @@ TEST(FabricdRun, HungRankRestartsTheGroupAndTheJobCompletes) {
 }
 
 TEST(FabricdRun, UncaughtExceptionIsReportedInTheSummary) {
-  Result result = run(kFabricd + " run --nproc-per-node 2 --max-restarts 0 " + DDP_WORKER + " misbehave throw");
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 0 " + DDP_WORKER + " misbehave throw");
   EXPECT_EQ(result.status, 128 + SIGABRT) << result.output;
   EXPECT_NE(result.output.find("job failed: rank 1 failed first, with signal 6"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("it reported std::runtime_error: injected failure at step 5"), std::string::npos)
@@ -120,7 +73,7 @@ TEST(FabricdRun, UncaughtExceptionIsReportedInTheSummary) {
 
 TEST(FabricdRun, RendezvousThatTimesOutEndsTheJobWithStatus3AndTheMissingRank) {
   const auto started = std::chrono::steady_clock::now();
-  Result result = run(kFabricd + " run --nproc-per-node 2 --rdzv-timeout 1 --grace-period 1 " + DDP_WORKER +
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --rdzv-timeout 1 --grace-period 1 " + DDP_WORKER +
                       " late-join");
   const auto took = std::chrono::steady_clock::now() - started;
   EXPECT_EQ(result.status, 3) << result.output;
@@ -131,17 +84,17 @@ TEST(FabricdRun, RendezvousThatTimesOutEndsTheJobWithStatus3AndTheMissingRank) {
 
 TEST(FabricdRun, TwoJobsAtOnceDoNotInterfere) {
   const std::string base = "/tmp/fabricd-e2e-two-" + std::to_string(::getpid());
-  run("rm -rf " + base + " && mkdir -p " + base + "/a " + base + "/b");
+  run_command("rm -rf " + base + " && mkdir -p " + base + "/a " + base + "/b");
   auto job = [&](const std::string& dir) {
-    return run(kFabricd + " run --nproc-per-node 2 " + DDP_WORKER + " fabric-collectives " + dir + " && " + kFabricd +
+    return run_command(kFabricd + " run --nproc-per-node 2 " + DDP_WORKER + " fabric-collectives " + dir + " && " + kFabricd +
                " run --nproc-per-node 2 --max-restarts 1 " + DDP_WORKER + " flaky");
   };
   auto first = std::async(std::launch::async, job, base + "/a");
   auto second = std::async(std::launch::async, job, base + "/b");
-  Result a = first.get(), b = second.get();
+  CommandResult a = first.get(), b = second.get();
   EXPECT_EQ(a.status, 0) << a.output;
   EXPECT_EQ(b.status, 0) << b.output;
-  run("rm -rf " + base);
+  run_command("rm -rf " + base);
 }
 
 TEST(FabricdRun, SigintStopsTheJobAndASecondSigintKillsAtOnce) {
@@ -180,7 +133,7 @@ TEST(FabricdRun, SigintStopsTheJobAndASecondSigintKillsAtOnce) {
 }
 
 TEST(FabricdRun, DigitsTrainsToAccuracyWithFourRanks) {
-  Result result = run(kFabricd + " run --nproc-per-node 4 " + DIGITS + " --accelerator cpu --require-accuracy 0.95 "
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 4 " + DIGITS + " --accelerator cpu --require-accuracy 0.95 "
                       "--log-dir /tmp/fabricd-e2e-logs-" + std::to_string(::getpid()));
   EXPECT_EQ(result.status, 0) << result.output;
   EXPECT_NE(result.output.find("[rank 0] final test accuracy"), std::string::npos) << result.output;
@@ -188,7 +141,7 @@ TEST(FabricdRun, DigitsTrainsToAccuracyWithFourRanks) {
 }
 
 TEST(FabricdRun, KilledRankRestartsTheGroupAndTheJobCompletes) {
-  Result result = run(kFabricd + " run --nproc-per-node 2 --max-restarts 1 " + DDP_WORKER + " flaky");
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 " + DDP_WORKER + " flaky");
   EXPECT_EQ(result.status, 0) << result.output;
   EXPECT_NE(result.output.find("rank 1 failed with signal 9"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("restarting the job: generation 1"), std::string::npos) << result.output;
@@ -196,7 +149,7 @@ TEST(FabricdRun, KilledRankRestartsTheGroupAndTheJobCompletes) {
 }
 
 TEST(FabricdRun, WithoutRestartsTheJobEndsWithTheRanksStatusAndNamesIt) {
-  Result result = run(kFabricd + " run --nproc-per-node 2 --max-restarts 0 " + DDP_WORKER + " flaky");
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 0 " + DDP_WORKER + " flaky");
   EXPECT_EQ(result.status, 128 + SIGKILL) << result.output;
   EXPECT_NE(result.output.find("job failed: rank 1 failed first, with signal 9"), std::string::npos) << result.output;
 }
@@ -212,61 +165,62 @@ TEST(FabricdRun, KilledFabricdLeavesNoRankBehind) {
   const std::string count = "pgrep -fc '^/[a-z/]*sleep " + marker + "$'";
   // Wait (bounded) until all three ranks run, so that the kill hits a running job.
   for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-       run(count).output != "3\n" && std::chrono::steady_clock::now() < deadline;) {
+       run_command(count).output != "3\n" && std::chrono::steady_clock::now() < deadline;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_EQ(run(count).output, "3\n");
+  ASSERT_EQ(run_command(count).output, "3\n");
   ::kill(fabricd, SIGKILL);
   ::waitpid(fabricd, nullptr, 0);
   const auto killed = std::chrono::steady_clock::now();
-  while (run(count).output != "0\n" && std::chrono::steady_clock::now() - killed < std::chrono::seconds(1)) {
+  while (run_command(count).output != "0\n" && std::chrono::steady_clock::now() - killed < std::chrono::seconds(1)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_EQ(run(count).output, "0\n") << "ranks outlived fabricd by more than a second";
+  EXPECT_EQ(run_command(count).output, "0\n") << "ranks outlived fabricd by more than a second";
 }
 
 TEST(FabricdRun, RedirectAndTeeRouteEachStreamAsTorchrunDoes) {
   const std::string dir = "/tmp/fabricd-e2e-streams-" + std::to_string(::getpid());
   const std::string program = " /bin/sh -c 'echo to-out; echo to-err >&2'";
-  run("rm -rf " + dir);
+  run_command("rm -rf " + dir);
   // --redirect stdout: stdout only in the files; stderr only on the console.
-  Result redirected = run(kFabricd + " run --nproc-per-node 2 --log-dir " + dir + " --redirect stdout" + program);
+  CommandResult redirected = run_command(kFabricd + " run --nproc-per-node 2 --log-dir " + dir + " --redirect stdout" + program);
   EXPECT_EQ(redirected.status, 0) << redirected.output;
   EXPECT_EQ(redirected.output.find("to-out"), std::string::npos) << redirected.output;
   EXPECT_NE(redirected.output.find("[rank 1] to-err"), std::string::npos) << redirected.output;
-  EXPECT_EQ(run("cat " + dir + "/rank_1.stdout.log").output, "to-out\n");
-  EXPECT_NE(run("test -e " + dir + "/rank_1.stderr.log").status, 0) << "stderr was neither redirected nor teed";
+  EXPECT_EQ(run_command("cat " + dir + "/rank_1.stdout.log").output, "to-out\n");
+  EXPECT_NE(run_command("test -e " + dir + "/rank_1.stderr.log").status, 0) << "stderr was neither redirected nor teed";
   // --tee stderr: stderr on the console and in the files; stdout on the console only.
-  run("rm -rf " + dir);
-  Result teed = run(kFabricd + " run --nproc-per-node 2 --log-dir " + dir + " --tee 2" + program);
+  run_command("rm -rf " + dir);
+  CommandResult teed = run_command(kFabricd + " run --nproc-per-node 2 --log-dir " + dir + " --tee 2" + program);
   EXPECT_NE(teed.output.find("[rank 0] to-out"), std::string::npos) << teed.output;
   EXPECT_NE(teed.output.find("[rank 0] to-err"), std::string::npos) << teed.output;
-  EXPECT_EQ(run("cat " + dir + "/rank_0.stderr.log").output, "to-err\n");
-  EXPECT_NE(run("test -e " + dir + "/rank_0.stdout.log").status, 0);
-  run("rm -rf " + dir);
-  Result without_dir = run(kFabricd + " run --redirect 3" + program);
+  EXPECT_EQ(run_command("cat " + dir + "/rank_0.stderr.log").output, "to-err\n");
+  EXPECT_NE(run_command("test -e " + dir + "/rank_0.stdout.log").status, 0);
+  run_command("rm -rf " + dir);
+  CommandResult without_dir = run_command(kFabricd + " run --redirect 3" + program);
   EXPECT_EQ(without_dir.status, 2) << without_dir.output;
   EXPECT_NE(without_dir.output.find("add --log-dir"), std::string::npos) << without_dir.output;
 }
 
 TEST(FabricdRun, BadInvocationsGiveOneLineAndADistinctCode) {
-  Result missing = run(kFabricd + " run /no/such/program");
+  CommandResult missing = run_command(kFabricd + " run /no/such/program");
   EXPECT_EQ(missing.status, 127) << missing.output;
   EXPECT_NE(missing.output.find("does not exist"), std::string::npos) << missing.output;
   const std::string text_file = "/tmp/fabricd-e2e-" + std::to_string(::getpid());
-  run("printf 'not a program' > " + text_file + " && chmod 644 " + text_file);
-  Result not_executable = run(kFabricd + " run " + text_file);
+  run_command("printf 'not a program' > " + text_file + " && chmod 644 " + text_file);
+  CommandResult not_executable = run_command(kFabricd + " run " + text_file);
   EXPECT_EQ(not_executable.status, 126) << not_executable.output;
-  run("chmod 755 " + text_file);  // executable, but not a format the kernel runs
-  Result cannot_start = run(kFabricd + " run --nproc-per-node 2 " + text_file);
+  run_command("chmod 755 " + text_file);  // executable, but not a format the kernel runs
+  CommandResult cannot_start = run_command(kFabricd + " run --nproc-per-node 2 " + text_file);
   EXPECT_EQ(cannot_start.status, 126) << cannot_start.output;
   EXPECT_NE(cannot_start.output.find("cannot start"), std::string::npos) << cannot_start.output;
   ::unlink(text_file.c_str());
-  Result bad_flag = run(kFabricd + " run --nproc-per-node zero /bin/true");
+  CommandResult bad_flag = run_command(kFabricd + " run --nproc-per-node zero /bin/true");
   EXPECT_EQ(bad_flag.status, 2) << bad_flag.output;
-  Result help = run(kFabricd + " run --help");
+  CommandResult help = run_command(kFabricd + " run --help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.output.find("--max-restarts"), std::string::npos) << help.output;
 }
 
 }  // namespace
+}  // namespace fabric

@@ -13,7 +13,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <future>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,45 @@
 extern char** environ;
 
 namespace fabric::testing {
+
+// What a shell command printed (stdout and stderr together), line by line with the time
+// each line arrived (system clock, ms: comparable with times a rank prints), and how it
+// ended: its exit code, or 128 + signal.
+struct TimedLine {
+  std::int64_t at_ms;
+  std::string text;
+};
+struct CommandResult {
+  int status = -1;
+  std::string output;
+  std::vector<TimedLine> lines;
+  // The first line containing `needle`, or nullptr.
+  const TimedLine* find_line(const std::string& needle) const {
+    for (const auto& line : lines) {
+      if (line.text.find(needle) != std::string::npos) return &line;
+    }
+    return nullptr;
+  }
+};
+
+inline std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs `command` through the shell and waits for it.
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen((command + " 2>&1").c_str(), "r"), &pclose);
+  char buffer[4096];
+  while (fgets(buffer, sizeof(buffer), pipe.get())) {
+    result.lines.push_back({now_ms(), buffer});
+    result.output += buffer;
+  }
+  const int status = pclose(pipe.release());
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
 
 // A port nobody listens on right now (the kernel's pick for a socket bound to port 0).
 inline int free_port() {

@@ -7,9 +7,6 @@
 #include <unistd.h>
 #include <torch/torch.h>
 
-#include <cstdio>
-#include <memory>
-
 #include "ddp_reference.h"
 #include "fabric/fabric.h"
 #include "support/processes.h"
@@ -117,15 +114,10 @@ TEST(Ddp, UnderTorchrunTheRestartedGroupRendezvousAfresh) {
   if (python.find('/') == std::string::npos || ::access(torchrun.c_str(), X_OK) != 0) {
     GTEST_SKIP() << "no torchrun next to " << python;
   }
-  const std::string command = torchrun + " --standalone --nproc-per-node 2 --max-restarts 1 --no-python " +
-                              DDP_WORKER + " flaky 2>&1";
-  std::string output;
-  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen(command.c_str(), "r"), &pclose);
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe.get())) output += buffer;
-  const int status = pclose(pipe.release());
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
-  EXPECT_NE(output.find("generation 1 done"), std::string::npos) << output;
+  const auto result = testing::run_command(torchrun + " --standalone --nproc-per-node 2 --max-restarts 1 --no-python " +
+                                           DDP_WORKER + " flaky");
+  EXPECT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("generation 1 done"), std::string::npos) << result.output;
 }
 
 }  // namespace
