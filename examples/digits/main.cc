@@ -25,6 +25,7 @@ struct Args {
   std::string data = FABRIC_DIGITS_CSV;
   std::string accelerator = "auto";
   std::string devices = "auto";
+  int num_nodes = 0;  // 0: the launcher's node count
   std::string precision = "32-true";
   int epochs = 30;
   size_t batch_size = 64;
@@ -53,6 +54,9 @@ int main(int argc, char** argv) {
   app.add_option("--data", args.data, "path of scikit-learn's datasets/data/digits.csv.gz");
   app.add_option("--accelerator", args.accelerator, "auto, cpu or cuda");
   app.add_option("--devices", args.devices, "processes (devices) per node; >1 trains with DDP");
+  app.add_option("--num-nodes", args.num_nodes,
+                 "nodes the job spans (Fabric's num_nodes); default: GROUP_WORLD_SIZE, which fabricd and torchrun "
+                 "set, else 1");
   app.add_option("--precision", args.precision, "32-true, 64-true, bf16-mixed, 16-mixed, bf16-true, 16-true");
   app.add_option("--epochs", args.epochs, "passes over the training split")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", args.batch_size, "samples per step")->check(CLI::PositiveNumber);
@@ -62,10 +66,17 @@ int main(int argc, char** argv) {
   app.add_option("--log-dir", args.log_dir, "where metrics.csv goes (root of lightning_logs/version_N)");
   app.add_option("--checkpoint", args.checkpoint, "save model and optimizer here at the end (PyTorch-readable)");
   CLI11_PARSE(app, argc, argv);
+  if (args.num_nodes == 0) {
+    // Fabric, like Lightning's, takes num_nodes from its caller; an elastic job's node count
+    // changes between restarts, so the example asks the launcher.
+    const char* nodes = std::getenv("GROUP_WORLD_SIZE");
+    args.num_nodes = nodes && *nodes ? std::atoi(nodes) : 1;
+  }
 
   try {
     fabric::Fabric fabric({.accelerator = args.accelerator,
                            .devices = args.devices,
+                           .num_nodes = args.num_nodes,
                            .precision = args.precision,
                            .loggers = {fabric::loggers::csv({.root_dir = args.log_dir})}});
     fabric.launch();

@@ -212,7 +212,7 @@ std::string timeout_text(std::optional<milliseconds> timeout) {
 
 }  // namespace
 
-RendezvousServiceImpl::RendezvousServiceImpl() = default;
+RendezvousServiceImpl::RendezvousServiceImpl(milliseconds await_unstarted) : await_unstarted_(await_unstarted) {}
 RendezvousServiceImpl::~RendezvousServiceImpl() = default;
 
 // --- The supervisor's API -----------------------------------------------------------
@@ -235,6 +235,7 @@ void RendezvousServiceImpl::start_job(const std::string& job_id, std::int32_t wo
     throw std::invalid_argument("start_job: job " + quoted(job_id) +
                                 " is already served; end_job it first or use a new id");
   }
+  jobs_changed_.notify_all();
 }
 
 void RendezvousServiceImpl::begin_generation(const std::string& job_id, std::int32_t generation) {
@@ -267,6 +268,13 @@ std::optional<RankHeartbeat> RendezvousServiceImpl::last_heartbeat(const std::st
   const auto it = job->heartbeats.find(rank);
   if (it == job->heartbeats.end()) return std::nullopt;
   return it->second;
+}
+
+std::map<std::int32_t, RankHeartbeat> RendezvousServiceImpl::heartbeats(const std::string& job_id) const {
+  const std::shared_ptr<Job> job = find_job(job_id);
+  if (!job) return {};
+  std::lock_guard lock(job->mutex);
+  return job->heartbeats;
 }
 
 std::map<std::int32_t, v1::RankError> RendezvousServiceImpl::reported_errors(const std::string& job_id) const {
@@ -314,6 +322,7 @@ void RendezvousServiceImpl::shutdown() {
     std::lock_guard lock(jobs_mutex_);
     for (const auto& [id, job] : jobs_) jobs.push_back(job);
   }
+  jobs_changed_.notify_all();
   // Taking each job's lock before notifying means no waiter can miss the flag.
   for (const auto& job : jobs) {
     std::lock_guard lock(job->mutex);
@@ -328,6 +337,14 @@ bool RendezvousServiceImpl::wait_for_blocked_calls(const std::string& job_id, in
   return job->changed.wait_for(lock, timeout, [&] { return job->blocked_calls >= count; });
 }
 
+std::shared_ptr<RendezvousServiceImpl::Job> RendezvousServiceImpl::await_job(const std::string& job_id,
+                                                                          Clock::time_point deadline) const {
+  std::unique_lock lock(jobs_mutex_);
+  jobs_changed_.wait_until(lock, deadline, [&] { return shutting_down_.load() || jobs_.contains(job_id); });
+  const auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second;
+}
+
 std::shared_ptr<RendezvousServiceImpl::Job> RendezvousServiceImpl::find_job(const std::string& job_id) const {
   std::lock_guard lock(jobs_mutex_);
   const auto it = jobs_.find(job_id);
@@ -336,7 +353,8 @@ std::shared_ptr<RendezvousServiceImpl::Job> RendezvousServiceImpl::find_job(cons
 
 // Checks the request's context against the status-code contract of rendezvous.proto and,
 // when it passes, returns its job locked.
-grpc::Status RendezvousServiceImpl::admit(const v1::RankContext* context, bool has_context, Admitted& out) const {
+grpc::Status RendezvousServiceImpl::admit(const grpc::ServerContext* server_context, const v1::RankContext* context,
+                                          bool has_context, Admitted& out) const {
   if (shutting_down_.load()) return unavailable();
   if (!has_context || context == nullptr) {
     return invalid(
@@ -353,7 +371,10 @@ grpc::Status RendezvousServiceImpl::admit(const v1::RankContext* context, bool h
   if (context->rank() < 0) {
     return invalid("context.rank is " + std::to_string(context->rank()) + "; it must be >= 0 (RANK).");
   }
-  std::shared_ptr<Job> job = find_job(context->job_id());
+  // Across nodes a rank may get here before its generation's assignment reached this
+  // launcher: a job or generation not begun yet is waited for (see rendezvous.proto).
+  const auto not_before = give_up_at(server_context, await_unstarted_);
+  std::shared_ptr<Job> job = await_job(context->job_id(), *not_before);
   if (!job) {
     return {grpc::StatusCode::NOT_FOUND,
             "this launcher runs no job " + quoted(context->job_id()) +
@@ -365,6 +386,12 @@ grpc::Status RendezvousServiceImpl::admit(const v1::RankContext* context, bool h
     return invalid("context.rank is " + std::to_string(context->rank()) + " but job " + quoted(job->id) +
                    " has WORLD_SIZE " + std::to_string(job->world_size) + "; ranks run from 0 to " +
                    std::to_string(job->world_size - 1) + ".");
+  }
+  if (context->generation() > job->generation) {
+    job->changed.wait_until(lock, *not_before, [&] {
+      return shutting_down_.load() || job->ended || job->generation >= context->generation();
+    });
+    if (shutting_down_.load()) return unavailable();
   }
   if (context->generation() != job->generation) {
     const bool stale = context->generation() < job->generation;
@@ -385,19 +412,19 @@ grpc::Status RendezvousServiceImpl::admit(const v1::RankContext* context, bool h
 
 // --- fabric.v1.RendezvousService ----------------------------------------------------
 
-grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext*, const v1::SetRequest* request, v1::SetResponse*) {
+grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext* server_context, const v1::SetRequest* request, v1::SetResponse*) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("Set", request->key()); !s.ok()) return s;
   a.job->store[request->key()] = request->value();
   a.job->changed.notify_all();
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context, const v1::GetRequest* request,
+grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* server_context, const v1::GetRequest* request,
                                         v1::GetResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("Get", request->key()); !s.ok()) return s;
   std::optional<milliseconds> timeout;
   if (auto s = resolve_timeout("Get", request->has_timeout(), request->timeout(), a.job->options.rdzv_timeout, timeout);
@@ -406,7 +433,7 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context, const v1::
   }
   Job& job = *a.job;
   const std::string& key = request->key();
-  const WaitEnd end = block_until(job, a.lock, a.generation, shutting_down_, give_up_at(context, timeout),
+  const WaitEnd end = block_until(job, a.lock, a.generation, shutting_down_, give_up_at(server_context, timeout),
                                   [&] { return job.store.contains(key); });
   if (end != WaitEnd::kReady) {
     return unfinished(end, "Get", job.id, a.generation, job.ended,
@@ -419,10 +446,10 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context, const v1::
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::Add(grpc::ServerContext*, const v1::AddRequest* request,
+grpc::Status RendezvousServiceImpl::Add(grpc::ServerContext* server_context, const v1::AddRequest* request,
                                         v1::AddResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("Add", request->key()); !s.ok()) return s;
   const std::string& key = request->key();
   std::int64_t current = 0;
@@ -452,10 +479,10 @@ grpc::Status RendezvousServiceImpl::Add(grpc::ServerContext*, const v1::AddReque
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::CompareSet(grpc::ServerContext*, const v1::CompareSetRequest* request,
+grpc::Status RendezvousServiceImpl::CompareSet(grpc::ServerContext* server_context, const v1::CompareSetRequest* request,
                                                v1::CompareSetResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("CompareSet", request->key()); !s.ok()) return s;
   auto& store = a.job->store;
   const auto it = store.find(request->key());
@@ -472,10 +499,10 @@ grpc::Status RendezvousServiceImpl::CompareSet(grpc::ServerContext*, const v1::C
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::Wait(grpc::ServerContext* context, const v1::WaitRequest* request,
+grpc::Status RendezvousServiceImpl::Wait(grpc::ServerContext* server_context, const v1::WaitRequest* request,
                                          v1::WaitResponse*) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   for (const std::string& key : request->keys()) {
     if (auto s = check_key("Wait", key); !s.ok()) return s;
   }
@@ -492,7 +519,7 @@ grpc::Status RendezvousServiceImpl::Wait(grpc::ServerContext* context, const v1:
     }
     return true;
   };
-  const WaitEnd end = block_until(job, a.lock, a.generation, shutting_down_, give_up_at(context, timeout), all_present);
+  const WaitEnd end = block_until(job, a.lock, a.generation, shutting_down_, give_up_at(server_context, timeout), all_present);
   if (end == WaitEnd::kReady) return grpc::Status::OK;
   std::vector<std::string> missing;
   if (end == WaitEnd::kTimedOut) {
@@ -508,10 +535,10 @@ grpc::Status RendezvousServiceImpl::Wait(grpc::ServerContext* context, const v1:
                         "or raise the timeout (JobSpec.rdzv_timeout).");
 }
 
-grpc::Status RendezvousServiceImpl::Check(grpc::ServerContext*, const v1::CheckRequest* request,
+grpc::Status RendezvousServiceImpl::Check(grpc::ServerContext* server_context, const v1::CheckRequest* request,
                                           v1::CheckResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   bool ready = true;
   for (const std::string& key : request->keys()) {
     if (auto s = check_key("Check", key); !s.ok()) return s;
@@ -521,27 +548,27 @@ grpc::Status RendezvousServiceImpl::Check(grpc::ServerContext*, const v1::CheckR
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::DeleteKey(grpc::ServerContext*, const v1::DeleteKeyRequest* request,
+grpc::Status RendezvousServiceImpl::DeleteKey(grpc::ServerContext* server_context, const v1::DeleteKeyRequest* request,
                                               v1::DeleteKeyResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("DeleteKey", request->key()); !s.ok()) return s;
   response->set_deleted(a.job->store.erase(request->key()) > 0);
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::NumKeys(grpc::ServerContext*, const v1::NumKeysRequest* request,
+grpc::Status RendezvousServiceImpl::NumKeys(grpc::ServerContext* server_context, const v1::NumKeysRequest* request,
                                             v1::NumKeysResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   response->set_num_keys(static_cast<std::int64_t>(a.job->store.size()));
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::Barrier(grpc::ServerContext* context, const v1::BarrierRequest* request,
+grpc::Status RendezvousServiceImpl::Barrier(grpc::ServerContext* server_context, const v1::BarrierRequest* request,
                                             v1::BarrierResponse*) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   Job& job = *a.job;
   const std::string label =
       "Barrier " + quoted(request->name()) + " (sequence " + std::to_string(request->sequence()) + ")";
@@ -577,7 +604,7 @@ grpc::Status RendezvousServiceImpl::Barrier(grpc::ServerContext* context, const 
   }
   // The barrier map is only replaced with the generation, which block_until checks first,
   // so `barrier` stays valid while ready() can be called.
-  const WaitEnd end = block_until(job, a.lock, a.generation, shutting_down_, give_up_at(context, timeout),
+  const WaitEnd end = block_until(job, a.lock, a.generation, shutting_down_, give_up_at(server_context, timeout),
                                   [&] { return barrier.complete; });
   if (end != WaitEnd::kTimedOut) {
     return unfinished(end, label, job.id, a.generation, job.ended, "");
@@ -600,10 +627,10 @@ grpc::Status RendezvousServiceImpl::Barrier(grpc::ServerContext* context, const 
               "timeout (JobSpec.rdzv_timeout)."};
 }
 
-grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext*, const v1::RankHeartbeatRequest* request,
+grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext* server_context, const v1::RankHeartbeatRequest* request,
                                               v1::RankHeartbeatResponse* response) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   const auto now = Clock::now();
   const auto& since = request->since_progress();
   const auto since_progress = std::chrono::seconds(std::max<std::int64_t>(since.seconds(), 0)) +
@@ -625,10 +652,10 @@ grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext*, const v1::Ra
   return grpc::Status::OK;
 }
 
-grpc::Status RendezvousServiceImpl::ReportError(grpc::ServerContext*, const v1::ReportErrorRequest* request,
+grpc::Status RendezvousServiceImpl::ReportError(grpc::ServerContext* server_context, const v1::ReportErrorRequest* request,
                                                 v1::ReportErrorResponse*) {
   Admitted a;
-  if (auto s = admit(&request->context(), request->has_context(), a); !s.ok()) return s;
+  if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (!request->has_error()) {
     return invalid(
         "ReportError: the request has no error; set RankError (at least its "

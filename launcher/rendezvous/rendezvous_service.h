@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -57,7 +58,10 @@ struct RankHeartbeat {
 
 class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Service {
  public:
-  RendezvousServiceImpl();
+  // await_unstarted: how long a request of a job or generation not begun yet waits for it
+  // before it is refused. Zero on one node (nothing can be early there); node agents wait,
+  // since a rank of another node may reach the job's store before its assignment does.
+  explicit RendezvousServiceImpl(std::chrono::milliseconds await_unstarted = std::chrono::milliseconds(0));
   ~RendezvousServiceImpl() override;
   RendezvousServiceImpl(const RendezvousServiceImpl&) = delete;
   RendezvousServiceImpl& operator=(const RendezvousServiceImpl&) = delete;
@@ -82,6 +86,9 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   // The last heartbeat `rank` sent in the current generation; nullopt when it sent none,
   // or the job is not served.
   [[nodiscard]] std::optional<RankHeartbeat> last_heartbeat(const std::string& job_id, std::int32_t rank) const;
+
+  // The last heartbeat of every rank that sent one in the current generation.
+  [[nodiscard]] std::map<std::int32_t, RankHeartbeat> heartbeats(const std::string& job_id) const;
 
   // The errors reported in the current generation, by rank (a rank's second report
   // replaces its first). Empty for a job that is not served.
@@ -140,11 +147,17 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   struct Admitted;
 
   [[nodiscard]] std::shared_ptr<Job> find_job(const std::string& job_id) const;
-  [[nodiscard]] grpc::Status admit(const fabric::v1::RankContext* context, bool has_context, Admitted& out) const;
+  // find_job, waiting until `deadline` for a job that is not served yet.
+  [[nodiscard]] std::shared_ptr<Job> await_job(const std::string& job_id,
+                                               std::chrono::steady_clock::time_point deadline) const;
+  [[nodiscard]] grpc::Status admit(const grpc::ServerContext* server_context, const fabric::v1::RankContext* context,
+                                   bool has_context, Admitted& out) const;
 
   mutable std::mutex jobs_mutex_;
+  mutable std::condition_variable jobs_changed_;  // a job started, or shutdown
   std::map<std::string, std::shared_ptr<Job>> jobs_;  // guarded by jobs_mutex_
   std::atomic<bool> shutting_down_{false};
+  const std::chrono::milliseconds await_unstarted_;
 };
 
 }  // namespace fabric::launcher

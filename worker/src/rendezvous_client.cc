@@ -68,7 +68,9 @@ std::optional<RankIdentity> identity_from_environment() {
         "FABRICD_ENDPOINT is set but FABRICD_JOB_ID is not: start the program with fabricd run, or unset "
         "FABRICD_ENDPOINT.");
   }
+  const char* store = std::getenv("FABRICD_STORE_ENDPOINT");
   return RankIdentity{.endpoint = endpoint,
+                      .store_endpoint = store != nullptr && *store != '\0' ? store : endpoint,
                       .job_id = job,
                       .generation = int_variable("FABRICD_RESTART_COUNT"),
                       .rank = int_variable("RANK")};

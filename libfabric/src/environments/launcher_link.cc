@@ -26,8 +26,22 @@ LauncherLink* LauncherLink::get() {
   return link;
 }
 
+namespace {
+
+std::shared_ptr<worker::RendezvousClient> store_client(const std::shared_ptr<worker::RendezvousClient>& local) {
+  const worker::RankIdentity& identity = local->identity();
+  if (identity.store_endpoint.empty() || identity.store_endpoint == identity.endpoint) return local;
+  worker::RankIdentity store = identity;
+  store.endpoint = identity.store_endpoint;
+  return std::make_shared<worker::RendezvousClient>(std::move(store));
+}
+
+}  // namespace
+
 LauncherLink::LauncherLink(worker::RankIdentity identity)
-    : client_(std::make_shared<worker::RendezvousClient>(std::move(identity))), progress_(client_) {
+    : client_(std::make_shared<worker::RendezvousClient>(std::move(identity))),
+      store_client_(store_client(client_)),
+      progress_(client_) {
   worker::report_uncaught_exceptions(client_, [this] { return progress_.steps(); });
   // The link is never destroyed, but its heartbeat thread must not run on into exit()'s
   // teardown of the C++ runtime: stop it first.
@@ -37,7 +51,7 @@ LauncherLink::LauncherLink(worker::RankIdentity identity)
 }
 
 c10::intrusive_ptr<c10d::Store> LauncherLink::store(std::chrono::milliseconds timeout) {
-  return c10::make_intrusive<worker::GrpcStore>(client_, timeout);
+  return c10::make_intrusive<worker::GrpcStore>(store_client_, timeout);
 }
 
 void LauncherLink::barrier(const std::string& name, std::chrono::milliseconds timeout) {
@@ -48,7 +62,7 @@ void LauncherLink::barrier(const std::string& name, std::chrono::milliseconds ti
   }
   auto busy = progress_.busy("barrier");
   try {
-    client_->barrier(name.empty() ? "barrier" : name, sequence, 0, timeout);
+    store_client_->barrier(name.empty() ? "barrier" : name, sequence, 0, timeout);
   } catch (const worker::RendezvousError& error) {
     throw CollectiveError(std::string("barrier '") + name + "' failed on rank " +
                           std::to_string(client_->identity().rank) + ": " + error.what());

@@ -44,7 +44,10 @@ class LauncherLink {
 
   static std::atomic<LauncherLink*> instance_;
 
+  // Heartbeats and error reports go to the launcher that supervises this rank; the store
+  // and barriers to the one that holds the job's store (the same one on a single node).
   std::shared_ptr<worker::RendezvousClient> client_;
+  std::shared_ptr<worker::RendezvousClient> store_client_;
   worker::ProgressReporter progress_;
   std::mutex mutex_;
   std::map<std::string, std::int64_t> barrier_sequences_;  // guarded by mutex_

@@ -103,7 +103,8 @@ TEST(WireContract, JobSpec_KeepsEnvDurationsAndLogOptions) {
   in.mutable_rdzv_timeout()->set_seconds(900);
   in.set_working_dir("/srv/run");
   in.mutable_log()->set_dir("logs");
-  in.mutable_log()->set_tee(true);
+  in.mutable_log()->set_tee(v1::STREAMS_STDERR);
+  in.set_min_nodes(1);
 
   const v1::JobSpec out = round_trip(in);
 
@@ -118,7 +119,8 @@ TEST(WireContract, JobSpec_KeepsEnvDurationsAndLogOptions) {
   EXPECT_EQ(out.rdzv_timeout().seconds(), 900);
   EXPECT_EQ(out.working_dir(), "/srv/run");
   EXPECT_EQ(out.log().dir(), "logs");
-  EXPECT_TRUE(out.log().tee());
+  EXPECT_EQ(out.log().tee(), v1::STREAMS_STDERR);
+  EXPECT_EQ(out.min_nodes(), 1);
 }
 
 TEST(WireContract, FailureSummary_KeepsSignalStderrTailAndReportedError) {

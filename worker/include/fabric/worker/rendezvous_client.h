@@ -20,7 +20,10 @@ namespace fabric::worker {
 
 // Who this rank is, as fabricd told it through the environment.
 struct RankIdentity {
-  std::string endpoint;  // FABRICD_ENDPOINT, host:port
+  std::string endpoint;  // FABRICD_ENDPOINT, host:port: the launcher that supervises this rank
+  // FABRICD_STORE_ENDPOINT: where the job's store and barriers live (node rank 0's agent
+  // across nodes); FABRICD_ENDPOINT when unset.
+  std::string store_endpoint;
   std::string job_id;    // FABRICD_JOB_ID
   std::int32_t generation = 0;  // FABRICD_RESTART_COUNT
   std::int32_t rank = 0;        // RANK

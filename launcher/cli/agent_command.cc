@@ -1,0 +1,49 @@
+// fabricd agent: one node of a cluster (agent/agent.h).
+#include <unistd.h>
+
+#include <iostream>
+#include <thread>
+
+#include "agent/agent.h"
+#include "cli/commands.h"
+#include "cli/job_flags.h"
+#include "cli/signals.h"
+
+namespace fabric::launcher::cli {
+
+Registered add_agent(CLI::App& app) {
+  auto* command = app.add_subcommand("agent", "Run a node agent: register with the coordinator and run the ranks "
+                                              "it assigns to this node");
+  auto options = std::make_shared<AgentOptions>();
+  options->advertise_host = "";
+  command->add_option("--coordinator", options->coordinator, "host:port of fabricd serve")->required();
+  command->add_option("--node-name", options->node_name, "this node's name, unique in the cluster (default: the "
+                                                         "host name)");
+  command->add_option("--advertise", options->advertise_host,
+                      "the host or address other nodes reach this one at (its rendezvous and MASTER_ADDR)")
+      ->required();
+  command->add_option("--slots", options->slots, "ranks this node runs at once (usually its GPU count)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--rendezvous-listen", options->rendezvous_listen,
+                      "host:port of this node's RendezvousService (port 0: any free port)")
+      ->capture_default_str();
+  return {command, [options](const std::vector<std::string>&) {
+            if (options->node_name.empty()) {
+              char hostname[256] = "localhost";
+              ::gethostname(hostname, sizeof(hostname));
+              options->node_name = hostname;
+            }
+            block_stop_signals();
+            try {
+              Agent agent(*options);
+              handle_stop_signals([&agent](int, bool) { agent.stop(); });
+              agent.run();
+            } catch (const std::exception& error) {
+              return fail(kCannotListen, error.what());
+            }
+            return 0;
+          }};
+}
+
+}  // namespace fabric::launcher::cli

@@ -1,0 +1,343 @@
+// fabricd submit|list|status|watch|logs|cancel: JobService clients. They talk to whatever
+// serves JobService at --server (a coordinator), so scripts and people use one API.
+//
+// Exit status: 0 done (watch: the job SUCCEEDED), 1 the job FAILED (watch), 2 a bad flag or
+// spec, 3 the job was CANCELLED (watch), 4 the server refused the call or could not be
+// reached (the message names the gRPC status).
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/job_flags.h"
+#include "fabric/v1/job.grpc.pb.h"
+#include "jobs/job_spec.h"
+#include "jobs/job_state.h"
+
+namespace fabric::launcher::cli {
+
+namespace v1 = fabric::v1;
+
+namespace {
+
+constexpr int kJobFailed = 1;
+constexpr int kJobCancelled = 3;
+constexpr int kServerError = 4;
+
+// How long `watch` and `logs -f` keep reconnecting to a coordinator that went away.
+constexpr std::chrono::seconds kReconnectFor{60};
+
+std::string default_server() {
+  const char* server = std::getenv("FABRICD_SERVER");
+  return server && *server ? server : "127.0.0.1:7070";
+}
+
+std::unique_ptr<v1::JobService::Stub> connect(const std::string& server) {
+  return v1::JobService::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+}
+
+const char* code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "ERROR";
+  }
+}
+
+int rpc_failed(const std::string& server, const grpc::Status& status) {
+  return fail(kServerError, std::string(code_name(status.error_code())) + " from " + server + ": " + status.error_message());
+}
+
+std::string format_time(const google::protobuf::Timestamp& time) {
+  if (time.seconds() == 0) return "-";
+  return google::protobuf::util::TimeUtil::ToString(time);
+}
+
+std::string nodes_of(const v1::Job& job) {
+  std::string nodes;
+  for (const auto& node : job.nodes()) nodes += (nodes.empty() ? "" : ",") + node;
+  return nodes.empty() ? "-" : nodes;
+}
+
+int outcome(v1::JobState state) {
+  if (state == v1::JOB_STATE_SUCCEEDED) return 0;
+  if (state == v1::JOB_STATE_CANCELLED) return kJobCancelled;
+  return kJobFailed;
+}
+
+std::string new_request_id() {
+  std::random_device random;
+  std::ostringstream id;
+  id << std::hex << random() << random() << random() << random();
+  return id.str();
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) throw std::invalid_argument("cannot read the spec file " + path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// --- submit ---------------------------------------------------------------------------
+
+struct SubmitFlags {
+  JobFlags job;
+  std::string spec_file, request_id;
+};
+
+int submit(CLI::App& command, const std::string& server, const SubmitFlags& flags, std::vector<std::string> program) {
+  std::vector<std::string> rest = command.remaining();
+  if (!rest.empty() && !program.empty()) rest.emplace_back("--");
+  rest.insert(rest.end(), program.begin(), program.end());
+  v1::JobSpec spec;
+  if (!flags.spec_file.empty()) {
+    if (!rest.empty()) return fail(kUsageError, "submit takes a --spec file or a PROGRAM, not both");
+    try {
+      spec = parse_json_spec(read_text(flags.spec_file));
+    } catch (const std::invalid_argument& error) {
+      return fail(kUsageError, flags.spec_file + ": " + error.what());
+    }
+  } else {
+    std::string problem;
+    spec = spec_from_flags(flags.job, rest, problem);
+    if (!problem.empty()) return fail(kUsageError, "submit " + problem);
+  }
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = spec;
+  // Retried below with the same id, so a lost reply never starts the program twice.
+  request.set_request_id(flags.request_id.empty() ? new_request_id() : flags.request_id);
+  auto stub = connect(server);
+  grpc::Status status;
+  v1::SubmitJobResponse response;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    status = stub->SubmitJob(&context, request, &response);
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));  // backoff between retries
+  }
+  if (!status.ok()) return rpc_failed(server, status);
+  std::cout << response.job().job_id() << std::endl;
+  return 0;
+}
+
+// --- list and status ------------------------------------------------------------------
+
+int list(const std::string& server, const std::vector<std::string>& states) {
+  v1::ListJobsRequest request;
+  for (const auto& name : states) {
+    v1::JobState state;
+    if (!v1::JobState_Parse("JOB_STATE_" + name, &state)) {
+      return fail(kUsageError, "--state " + name + ": use PENDING, RUNNING, RESTARTING, SUCCEEDED, FAILED or CANCELLED");
+    }
+    request.add_states(state);
+  }
+  auto stub = connect(server);
+  std::cout << std::left << std::setw(28) << "JOB ID" << std::setw(12) << "STATE" << std::setw(9) << "RESTARTS"
+            << std::setw(20) << "NODES" << "MESSAGE\n";
+  do {
+    grpc::ClientContext context;
+    v1::ListJobsResponse response;
+    if (auto status = stub->ListJobs(&context, request, &response); !status.ok()) return rpc_failed(server, status);
+    for (const auto& job : response.jobs()) {
+      std::cout << std::left << std::setw(28) << job.job_id() << std::setw(12) << state_name(job.state())
+                << std::setw(9) << job.restart_count() << std::setw(20) << nodes_of(job) << job.message() << "\n";
+    }
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return 0;
+}
+
+int status(const std::string& server, const std::string& job_id, bool json) {
+  auto stub = connect(server);
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  v1::Job job;
+  if (auto status = stub->GetJob(&context, request, &job); !status.ok()) return rpc_failed(server, status);
+  if (json) {
+    std::string text;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(job, &text, options);
+    std::cout << text << std::endl;
+    return 0;
+  }
+  std::cout << "job:       " << job.job_id() << " (" << job.spec().name() << ")\n"
+            << "state:     " << state_name(job.state()) << "\n"
+            << "message:   " << job.message() << "\n"
+            << "restarts:  " << job.restart_count() << " of at most " << job.spec().max_restarts() << "\n"
+            << "nodes:     " << nodes_of(job) << "\n"
+            << "created:   " << format_time(job.create_time()) << "\n"
+            << "started:   " << format_time(job.start_time()) << "\n"
+            << "ended:     " << format_time(job.end_time()) << "\n";
+  if (job.has_failure()) std::cout << "failure:   " << job.failure().message() << "\n";
+  return 0;
+}
+
+// --- watch ----------------------------------------------------------------------------
+
+int watch(const std::string& server, const std::string& job_id) {
+  auto stub = connect(server);
+  v1::Job last;
+  auto give_up = std::chrono::steady_clock::now() + kReconnectFor;
+  for (;;) {
+    grpc::ClientContext context;
+    context.set_wait_for_ready(true);  // across a restart of the coordinator, wait for it
+    context.set_deadline(std::chrono::system_clock::time_point::max());
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    auto reader = stub->WatchJob(&context, request);
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+      give_up = std::chrono::steady_clock::now() + kReconnectFor;
+      const v1::Job& job = event.job();
+      // A reconnection starts with a snapshot: print it only if something changed.
+      if (job.state() != last.state() || job.restart_count() != last.restart_count() || job.message() != last.message()) {
+        std::cout << format_time(event.time()) << "  " << state_name(job.state()) << "  " << job.message()
+                  << (job.restart_count() > 0 ? "  (restart " + std::to_string(job.restart_count()) + ")" : "")
+                  << std::endl;
+      }
+      last = job;
+      if (is_terminal(job.state())) return outcome(job.state());
+    }
+    const grpc::Status status = reader->Finish();
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() > give_up) {
+      return rpc_failed(server, status);
+    }
+    std::cerr << "fabricd: lost the coordinator (" << status.error_message() << "); reconnecting" << std::endl;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // backoff before the next attempt
+  }
+}
+
+// --- logs -----------------------------------------------------------------------------
+
+struct LogsFlags {
+  std::vector<int> ranks;
+  std::string stream;
+  int tail = -1;
+  bool follow = false;
+};
+
+int logs(const std::string& server, const std::string& job_id, const LogsFlags& flags) {
+  v1::StreamLogsRequest request;
+  request.set_job_id(job_id);
+  for (const int rank : flags.ranks) request.add_ranks(rank);
+  if (flags.stream == "stdout") request.set_stream(v1::LOG_STREAM_STDOUT);
+  if (flags.stream == "stderr") request.set_stream(v1::LOG_STREAM_STDERR);
+  request.set_tail_lines(flags.tail);
+  request.set_follow(flags.follow);
+  auto stub = connect(server);
+  grpc::ClientContext context;
+  auto reader = stub->StreamLogs(&context, request);
+  v1::LogLine line;
+  while (reader->Read(&line)) {
+    (line.stream() == v1::LOG_STREAM_STDERR ? std::cerr : std::cout)
+        << "[rank " << line.rank() << "] " << line.text() << '\n' << std::flush;
+  }
+  const grpc::Status status = reader->Finish();
+  return status.ok() ? 0 : rpc_failed(server, status);
+}
+
+int cancel(const std::string& server, const std::string& job_id, const std::string& reason, double grace) {
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  request.set_reason(reason);
+  if (grace >= 0) set_duration(request.mutable_grace_period(), std::chrono::milliseconds(static_cast<long long>(grace * 1000)));
+  auto stub = connect(server);
+  grpc::ClientContext context;
+  v1::Job job;
+  if (auto status = stub->CancelJob(&context, request, &job); !status.ok()) return rpc_failed(server, status);
+  std::cout << job.job_id() << " " << state_name(job.state()) << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Registered> add_client_commands(CLI::App& app) {
+  auto server = std::make_shared<std::string>(default_server());
+  const auto add_server = [server](CLI::App* command) {
+    command->add_option("--server", *server, "host:port of the coordinator (default: $FABRICD_SERVER or 127.0.0.1:7070)");
+  };
+  std::vector<Registered> commands;
+
+  auto* submit_command = app.add_subcommand("submit", "Submit PROGRAM [ARGS...] (or a --spec file) as a job; prints "
+                                                      "its id");
+  add_server(submit_command);
+  auto submit_flags = std::make_shared<SubmitFlags>();
+  add_job_flags(*submit_command, submit_flags->job, /*cluster=*/true);
+  submit_command->add_option("--spec", submit_flags->spec_file,
+                             "a JobSpec as JSON (proto/fabric/v1/job.proto; unknown fields are refused)");
+  submit_command->add_option("--request-id", submit_flags->request_id,
+                             "idempotency key: submitting again with it returns the same job");
+  submit_command->prefix_command();
+  commands.emplace_back(submit_command, [submit_command, server, submit_flags](const std::vector<std::string>& program) {
+    return submit(*submit_command, *server, *submit_flags, program);
+  });
+
+  auto* list_command = app.add_subcommand("list", "List jobs, newest first");
+  add_server(list_command);
+  auto states = std::make_shared<std::vector<std::string>>();
+  list_command->add_option("--state", *states, "only jobs in this state (repeatable)")->allow_extra_args(false);
+  commands.emplace_back(list_command, [server, states](const std::vector<std::string>&) { return list(*server, *states); });
+
+  auto job_id = std::make_shared<std::string>();
+  auto* status_command = app.add_subcommand("status", "Show one job");
+  add_server(status_command);
+  status_command->add_option("job", *job_id, "the job's id")->required();
+  auto json = std::make_shared<bool>(false);
+  status_command->add_flag("--json", *json, "print the Job message as JSON");
+  commands.emplace_back(status_command,
+                        [server, job_id, json](const std::vector<std::string>&) { return status(*server, *job_id, *json); });
+
+  auto* watch_command = app.add_subcommand("watch", "Print a job's changes until it ends; exit with its outcome "
+                                                    "(0 succeeded, 1 failed, 3 cancelled)");
+  add_server(watch_command);
+  watch_command->add_option("job", *job_id, "the job's id")->required();
+  commands.emplace_back(watch_command, [server, job_id](const std::vector<std::string>&) { return watch(*server, *job_id); });
+
+  auto* logs_command = app.add_subcommand("logs", "Print a job's output lines, tagged with their rank");
+  add_server(logs_command);
+  logs_command->add_option("job", *job_id, "the job's id")->required();
+  auto logs_flags = std::make_shared<LogsFlags>();
+  logs_command->add_option("--rank", logs_flags->ranks, "only this rank (repeatable)")->allow_extra_args(false);
+  logs_command->add_option("--stream", logs_flags->stream, "only stdout or stderr")
+      ->check(CLI::IsMember({"stdout", "stderr"}));
+  logs_command->add_option("--tail", logs_flags->tail, "the last N retained lines per rank and stream (-1: all)")
+      ->capture_default_str();
+  logs_command->add_flag("-f,--follow", logs_flags->follow, "keep printing new lines until the job ends");
+  commands.emplace_back(logs_command, [server, job_id, logs_flags](const std::vector<std::string>&) {
+    return logs(*server, *job_id, *logs_flags);
+  });
+
+  auto* cancel_command = app.add_subcommand("cancel", "Cancel a job: SIGTERM to its ranks, SIGKILL after the grace "
+                                                      "period");
+  add_server(cancel_command);
+  cancel_command->add_option("job", *job_id, "the job's id")->required();
+  auto reason = std::make_shared<std::string>();
+  auto grace = std::make_shared<double>(-1);
+  cancel_command->add_option("--reason", *reason, "recorded in the job's message");
+  cancel_command->add_option("--grace-period", *grace, "seconds between SIGTERM and SIGKILL (default: the job's)");
+  commands.emplace_back(cancel_command, [server, job_id, reason, grace](const std::vector<std::string>&) {
+    return cancel(*server, *job_id, *reason, *grace);
+  });
+  return commands;
+}
+
+}  // namespace fabric::launcher::cli

@@ -1,0 +1,135 @@
+// fabricd serve: the coordinator (coordinator/coordinator.h), with an agent in-process unless
+// --local-agent 0, so that one command gives a working one-node cluster.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <iostream>
+#include <thread>
+
+#include "agent/agent.h"
+#include "cli/commands.h"
+#include "cli/job_flags.h"
+#include "cli/signals.h"
+#include "coordinator/coordinator.h"
+#include "jobs/job_store.h"
+
+namespace fabric::launcher::cli {
+
+namespace {
+
+struct ServeFlags {
+  std::string listen = "127.0.0.1:7070";
+  std::string state_dir;
+  std::string local_agent = "auto";
+  std::string node_name;
+  double agent_heartbeat_interval = 1, agent_heartbeat_timeout = 5;
+  std::size_t finished_jobs_kept = 1000;
+};
+
+std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }
+
+int serve(const ServeFlags& flags) {
+  std::unique_ptr<JobStore> store;
+  try {
+    if (flags.state_dir.empty()) {
+      std::cerr << "fabricd serve: no --state: jobs are kept in memory only and lost when this process ends"
+                << std::endl;
+      store = in_memory_job_store();
+    } else {
+      std::filesystem::create_directories(flags.state_dir);
+      store = open_sqlite_job_store(flags.state_dir + "/fabricd.db");
+    }
+  } catch (const std::exception& error) {
+    return fail(kUsageError, std::string("--state ") + flags.state_dir + ": " + error.what());
+  }
+  int slots = 0;
+  if (flags.local_agent == "auto") {
+    slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  } else {
+    try {
+      slots = std::stoi(flags.local_agent);
+    } catch (const std::exception&) {
+      slots = -1;
+    }
+    if (slots < 0) return fail(kUsageError, "--local-agent " + flags.local_agent + ": use a number of slots, 0 or auto");
+  }
+  block_stop_signals();
+  Coordinator coordinator({.store = std::move(store),
+                           .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
+                           .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
+                           .finished_jobs_kept = flags.finished_jobs_kept});
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&coordinator.job_service());
+  builder.RegisterService(&coordinator.agent_service());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + flags.listen);
+  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+  const std::string address = host + ":" + std::to_string(port);
+  std::cerr << "fabricd serve: listening on " << address << std::endl;
+
+  std::unique_ptr<Agent> agent;
+  std::thread agent_thread;
+  if (slots > 0) {
+    char hostname[256] = "localhost";
+    ::gethostname(hostname, sizeof(hostname));
+    agent = std::make_unique<Agent>(AgentOptions{
+        .coordinator = (host == "0.0.0.0" ? "127.0.0.1" : host) + ":" + std::to_string(port),
+        .node_name = flags.node_name.empty() ? hostname : flags.node_name,
+        .advertise_host = host == "0.0.0.0" ? "127.0.0.1" : host,
+        .rendezvous_listen = host + ":0",
+        .slots = slots});
+    agent_thread = std::thread([&agent] { agent->run(); });
+  }
+  std::mutex mutex;
+  std::condition_variable stop;
+  int stopped_by = 0;
+  handle_stop_signals([&](int signal, bool) {
+    std::lock_guard lock(mutex);
+    stopped_by = signal;
+    stop.notify_all();
+  });
+  std::unique_lock lock(mutex);
+  stop.wait(lock, [&] { return stopped_by != 0; });
+  std::cerr << "fabricd serve: stopping (signal " << stopped_by << ")" << std::endl;
+  if (agent) {
+    agent->stop();
+    agent_thread.join();
+  }
+  coordinator.shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+
+Registered add_serve(CLI::App& app) {
+  auto* command = app.add_subcommand("serve", "Run the coordinator of a fabricd cluster: JobService for clients, "
+                                              "AgentService for node agents");
+  auto flags = std::make_shared<ServeFlags>();
+  command->add_option("--listen", flags->listen, "host:port to serve on (port 0: any free port)")->capture_default_str();
+  command->add_option("--state", flags->state_dir,
+                      "directory of the job store (fabricd.db, SQLite): jobs survive a restart of the coordinator");
+  command->add_option("--local-agent", flags->local_agent,
+                      "slots of an agent run in this process (auto: one per CPU core; 0: none, agents join from "
+                      "other nodes)")
+      ->capture_default_str();
+  command->add_option("--node-name", flags->node_name, "the local agent's node name (default: the host name)");
+  command->add_option("--agent-heartbeat-interval", flags->agent_heartbeat_interval,
+                      "seconds between an agent's heartbeats")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--agent-heartbeat-timeout", flags->agent_heartbeat_timeout,
+                      "seconds of silence after which an agent is lost and its ranks count as failed")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_option("--history", flags->finished_jobs_kept, "finished jobs kept in the history")
+      ->capture_default_str();
+  return {command, [flags](const std::vector<std::string>&) { return serve(*flags); }};
+}
+
+}  // namespace fabric::launcher::cli

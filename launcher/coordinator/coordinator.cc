@@ -1,0 +1,824 @@
+#include "coordinator/coordinator.h"
+
+#include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "coordinator/log_buffer.h"
+#include "coordinator/placement.h"
+#include "jobs/job_spec.h"
+#include "jobs/job_state.h"
+#include "ranks/rank_environment.h"
+
+namespace fabric::launcher {
+
+namespace v1 = fabric::v1;
+using Clock = std::chrono::steady_clock;
+using google::protobuf::util::TimeUtil;
+using std::chrono::milliseconds;
+
+namespace {
+
+// How long a stream handler sleeps between looks at its client's cancellation.
+constexpr milliseconds kStreamPoll{500};
+
+std::string random_hex(int digits) {
+  static std::mt19937_64 generator{std::random_device{}()};
+  static std::mutex mutex;
+  std::lock_guard lock(mutex);
+  std::ostringstream text;
+  text << std::hex;
+  for (int i = 0; i < digits; ++i) text << (generator() % 16);
+  return text.str();
+}
+
+// "digits-3fa9c2d1": the job's name made safe for file names and environment values.
+std::string new_job_id(const std::string& name) {
+  std::string id;
+  for (const char c : name.substr(0, 24)) id += std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '-';
+  return (id.empty() ? std::string("job") : id) + "-" + random_hex(8);
+}
+
+google::protobuf::Timestamp now_timestamp() { return TimeUtil::GetCurrentTime(); }
+
+std::string host_of(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+grpc::Status not_found_job(const std::string& job_id) {
+  return {grpc::StatusCode::NOT_FOUND, "no job '" + job_id + "' (never submitted, or already forgotten: see fabricd list)"};
+}
+
+grpc::Status session_ended(const std::string& agent_id) {
+  return {grpc::StatusCode::NOT_FOUND,
+          "the session '" + agent_id + "' has ended (the coordinator stopped hearing from it); stop every rank and "
+          "register again"};
+}
+
+std::string describe_exit(const v1::RankExit& exit) {
+  switch (exit.cause()) {
+    case v1::RankExit::CAUSE_EXITED: return "exited with code " + std::to_string(exit.exit_code());
+    case v1::RankExit::CAUSE_SIGNALED: return "was killed by signal " + std::to_string(exit.signal());
+    case v1::RankExit::CAUSE_HEARTBEAT_TIMEOUT: return "hung (no heartbeat within the timeout) and was killed";
+    case v1::RankExit::CAUSE_SPAWN_FAILED: return "could not be started";
+    case v1::RankExit::CAUSE_NODE_LOST: return "was lost with its node";
+    case v1::RankExit::CAUSE_STOPPED: return "was stopped";
+    default: return "ended";
+  }
+}
+
+bool is_failure(const v1::RankExit& exit) {
+  return exit.cause() != v1::RankExit::CAUSE_STOPPED &&
+         !(exit.cause() == v1::RankExit::CAUSE_EXITED && exit.exit_code() == 0);
+}
+
+// The filter a page token is bound to: the requested states, sorted.
+std::string filter_key(const v1::ListJobsRequest& request) {
+  std::vector<int> states(request.states().begin(), request.states().end());
+  std::sort(states.begin(), states.end());
+  std::string key;
+  for (const int state : states) key += std::to_string(state) + ",";
+  return key;
+}
+
+}  // namespace
+
+struct Coordinator::Impl {
+  // One agent session.
+  struct Session {
+    StoredSession stored;
+    Clock::time_point last_heard;
+    std::int32_t free_port = 0;
+    std::deque<v1::Assignment> outbox;
+    std::uint64_t stream_epoch = 0;  // a new stream supersedes the old one
+  };
+
+  // One job: its durable record, and what lives only in memory.
+  struct JobEntry {
+    StoredJob stored;
+    std::vector<v1::JobEvent> events;  // every change since it was submitted (or loaded)
+    LogBuffer logs;
+    explicit JobEntry(std::size_t per_stream) : logs(per_stream) {}
+    v1::Job& job() { return *stored.record.mutable_job(); }
+    const v1::JobSpec& spec() const { return stored.record.job().spec(); }
+    std::int32_t world_size() const { return stored.record.agent_ids_size() * spec().nproc_per_node(); }
+    // The generation whose ranks were placed last (restart_count runs ahead of it while the
+    // job is RESTARTING, and after a cancel or failure there).
+    std::int32_t placed_generation() const {
+      const auto& record = stored.record;
+      return record.assignments_size() > 0 ? record.assignments(0).generation() : record.job().restart_count();
+    }
+  };
+
+  class JobServiceImpl final : public v1::JobService::Service {
+   public:
+    explicit JobServiceImpl(Impl& impl) : impl_(impl) {}
+    grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
+                           v1::SubmitJobResponse* response) override {
+      return impl_.submit(*request, *response);
+    }
+    grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::Job* response) override {
+      return impl_.get(request->job_id(), *response);
+    }
+    grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+                          v1::ListJobsResponse* response) override {
+      return impl_.list(*request, *response);
+    }
+    grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request, v1::Job* response) override {
+      return impl_.cancel(*request, *response);
+    }
+    grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
+                          grpc::ServerWriter<v1::JobEvent>* writer) override {
+      return impl_.watch(*context, request->job_id(), *writer);
+    }
+    grpc::Status StreamLogs(grpc::ServerContext* context, const v1::StreamLogsRequest* request,
+                            grpc::ServerWriter<v1::LogLine>* writer) override {
+      return impl_.stream_logs(*context, *request, *writer);
+    }
+
+   private:
+    Impl& impl_;
+  };
+
+  class AgentServiceImpl final : public v1::AgentService::Service {
+   public:
+    explicit AgentServiceImpl(Impl& impl) : impl_(impl) {}
+    grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+                          v1::RegisterResponse* response) override {
+      return impl_.register_agent(*request, *response);
+    }
+    grpc::Status Heartbeat(grpc::ServerContext*, const v1::AgentHeartbeatRequest* request,
+                           v1::AgentHeartbeatResponse*) override {
+      return impl_.agent_heartbeat(*request);
+    }
+    grpc::Status StreamAssignments(grpc::ServerContext* context, const v1::StreamAssignmentsRequest* request,
+                                   grpc::ServerWriter<v1::Assignment>* writer) override {
+      return impl_.stream_assignments(*context, request->agent_id(), *writer);
+    }
+    grpc::Status ReportRankExit(grpc::ServerContext*, const v1::ReportRankExitRequest* request,
+                                v1::ReportRankExitResponse*) override {
+      return impl_.report_rank_exit(*request);
+    }
+    grpc::Status PushLogs(grpc::ServerContext*, grpc::ServerReader<v1::PushLogsRequest>* reader,
+                          v1::PushLogsResponse*) override {
+      return impl_.push_logs(*reader);
+    }
+
+   private:
+    Impl& impl_;
+  };
+
+  CoordinatorOptions options;
+  JobServiceImpl job_service{*this};
+  AgentServiceImpl agent_service{*this};
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool shutting_down = false;
+  std::map<std::string, Session> sessions;            // by agent_id
+  std::map<std::string, std::unique_ptr<JobEntry>> jobs;  // by job_id
+  std::map<std::string, std::string> request_ids;     // request_id -> job_id
+  std::thread reconciler;
+
+  explicit Impl(CoordinatorOptions coordinator_options) : options(std::move(coordinator_options)) {
+    for (StoredSession& stored : options.store->load_sessions()) {
+      // A restarted coordinator gives every session it had one heartbeat timeout to speak.
+      Session session{.stored = stored, .last_heard = options.clock()};
+      sessions.emplace(stored.agent_id, std::move(session));
+    }
+    for (StoredJob& stored : options.store->load_jobs()) {
+      auto entry = std::make_unique<JobEntry>(static_cast<std::size_t>(stored.record.job().spec().log().tail_lines()));
+      entry->stored = std::move(stored);
+      const std::string id = entry->stored.record.job().job_id();
+      if (!entry->stored.record.request_id().empty()) request_ids[entry->stored.record.request_id()] = id;
+      entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
+      jobs.emplace(id, std::move(entry));
+    }
+    reconciler = std::thread([this] { reconcile_loop(); });
+  }
+
+  ~Impl() { shutdown(); }
+
+  void shutdown() {
+    {
+      std::lock_guard lock(mutex);
+      if (shutting_down) return;
+      shutting_down = true;
+    }
+    changed.notify_all();
+    if (reconciler.joinable()) reconciler.join();
+  }
+
+  // --- Durable changes (mutex held) -------------------------------------------------
+
+  void persist(JobEntry& entry) {
+    try {
+      entry.stored.sequence = options.store->put_job(entry.stored);
+    } catch (const JobStoreError& error) {
+      std::cerr << "fabricd serve: " << error.what() << std::endl;  // the job lives on in memory
+    }
+  }
+
+  v1::JobEvent event_of(JobEntry& entry, v1::JobState previous) {
+    v1::JobEvent event;
+    *event.mutable_job() = entry.job();
+    event.set_previous_state(previous);
+    *event.mutable_time() = now_timestamp();
+    return event;
+  }
+
+  // A change other than of the state (restart_count, failure, message): recorded, sent.
+  void changed_job(JobEntry& entry) {
+    persist(entry);
+    entry.events.push_back(event_of(entry, entry.job().state()));
+    changed.notify_all();
+  }
+
+  bool transition(JobEntry& entry, v1::JobState to, const std::string& message) {
+    v1::Job& job = entry.job();
+    const v1::JobState from = job.state();
+    if (!can_transition(from, to)) {
+      std::cerr << "fabricd serve: refused an illegal transition of job " << job.job_id() << " from "
+                << state_name(from) << " to " << state_name(to) << std::endl;
+      return false;
+    }
+    job.set_state(to);
+    job.set_message(message);
+    if (to == v1::JOB_STATE_RUNNING && !job.has_start_time()) *job.mutable_start_time() = now_timestamp();
+    if (is_terminal(to)) *job.mutable_end_time() = now_timestamp();
+    persist(entry);
+    entry.events.push_back(event_of(entry, from));
+    changed.notify_all();
+    return true;
+  }
+
+  void send(const std::string& agent_id, v1::Assignment assignment) {
+    const auto session = sessions.find(agent_id);
+    if (session == sessions.end()) return;
+    session->second.outbox.push_back(std::move(assignment));
+    changed.notify_all();
+  }
+
+  void stop_on_nodes(JobEntry& entry, v1::StopJob::Reason reason, milliseconds grace) {
+    for (const std::string& agent_id : entry.stored.record.agent_ids()) {
+      v1::Assignment assignment;
+      auto& stop = *assignment.mutable_stop();
+      stop.set_job_id(entry.job().job_id());
+      stop.set_generation(entry.job().restart_count());
+      set_duration(stop.mutable_grace_period(), grace);
+      stop.set_reason(reason);
+      send(agent_id, std::move(assignment));
+    }
+  }
+
+  // --- Scheduling (mutex held) ------------------------------------------------------
+
+  // Ranks of node `node_rank` of the job's current generation that have not ended.
+  std::int32_t live_ranks_on(const JobEntry& entry, int node_rank) const {
+    const std::int32_t nproc = entry.spec().nproc_per_node();
+    std::int32_t live = nproc;
+    for (const auto& exit : entry.stored.record.exits()) {
+      if (exit.rank() / nproc == node_rank) --live;
+    }
+    return live;
+  }
+
+  std::vector<NodeCapacity> capacities() const {
+    std::vector<NodeCapacity> nodes;
+    for (const auto& [agent_id, session] : sessions) {
+      NodeCapacity node{.agent_id = agent_id, .node_name = session.stored.node_name, .slots = session.stored.slots};
+      for (const auto& [job_id, entry] : jobs) {
+        const auto& agents = entry->stored.record.agent_ids();
+        for (int node_rank = 0; node_rank < agents.size(); ++node_rank) {
+          if (agents[node_rank] == agent_id) node.used += live_ranks_on(*entry, node_rank);
+        }
+      }
+      nodes.push_back(std::move(node));
+    }
+    return nodes;
+  }
+
+  bool all_ranks_ended(const JobEntry& entry) const {
+    return entry.stored.record.exits_size() >= entry.world_size();
+  }
+
+  // Tries to start the job's next generation; false (with the job's message saying why)
+  // when too few nodes are free.
+  bool try_start(JobEntry& entry) {
+    const v1::JobSpec& spec = entry.spec();
+    std::string why_not;
+    const auto placement = place({.nproc_per_node = spec.nproc_per_node(),
+                                  .min_nodes = spec.min_nodes(),
+                                  .max_nodes = spec.num_nodes()},
+                                 capacities(), why_not);
+    if (!placement) {
+      if (entry.job().message() != why_not && entry.job().state() == v1::JOB_STATE_PENDING) {
+        entry.job().set_message(why_not);
+        changed_job(entry);
+      }
+      return false;
+    }
+    start_generation(entry, *placement);
+    return true;
+  }
+
+  void start_generation(JobEntry& entry, const Placement& placement) {
+    v1::JobRecord& record = entry.stored.record;
+    v1::Job& job = entry.job();
+    const v1::JobSpec& spec = job.spec();
+    const std::int32_t generation = job.restart_count();
+    const std::int32_t num_nodes = static_cast<std::int32_t>(placement.agent_ids.size());
+    const Session& first = sessions.at(placement.agent_ids.front());
+    record.clear_agent_ids();
+    record.clear_exits();
+    record.clear_assignments();
+    job.clear_nodes();
+    for (std::int32_t node_rank = 0; node_rank < num_nodes; ++node_rank) {
+      const std::string& agent_id = placement.agent_ids[static_cast<std::size_t>(node_rank)];
+      record.add_agent_ids(agent_id);
+      job.add_nodes(sessions.at(agent_id).stored.node_name);
+      const Environment env = node_environment({.job_id = job.job_id(),
+                                                .generation = generation,
+                                                .max_restarts = spec.max_restarts(),
+                                                .node_rank = node_rank,
+                                                .num_nodes = num_nodes,
+                                                .nproc_per_node = spec.nproc_per_node(),
+                                                .master_addr = host_of(first.stored.address),
+                                                .master_port = first.free_port,
+                                                .store_endpoint = first.stored.address},
+                                               Environment(spec.env().begin(), spec.env().end()));
+      v1::StartRanks& start = *record.add_assignments();
+      start.set_job_id(job.job_id());
+      start.set_generation(generation);
+      *start.mutable_spec() = spec;
+      for (std::int32_t local = 0; local < spec.nproc_per_node(); ++local) {
+        start.add_ranks(node_rank * spec.nproc_per_node() + local);
+      }
+      start.set_node_rank(node_rank);
+      start.set_world_size(num_nodes * spec.nproc_per_node());
+      start.mutable_env()->insert(env.begin(), env.end());
+      v1::Assignment assignment;
+      *assignment.mutable_start() = start;
+      send(agent_id, std::move(assignment));
+    }
+    transition(entry, v1::JOB_STATE_RUNNING,
+               "running generation " + std::to_string(generation) + " on " + std::to_string(num_nodes) +
+                   (num_nodes == 1 ? " node" : " nodes") + " (" + std::to_string(num_nodes * spec.nproc_per_node()) +
+                   " ranks)");
+  }
+
+  // A rank of the current generation failed while the job ran: restart or fail.
+  void handle_failure(JobEntry& entry, const v1::RankExit& exit) {
+    v1::Job& job = entry.job();
+    const std::int32_t node_rank = exit.rank() / entry.spec().nproc_per_node();
+    v1::FailureSummary& failure = *job.mutable_failure();
+    failure.Clear();
+    failure.set_generation(exit.generation());
+    if (node_rank < job.nodes_size()) failure.set_node(job.nodes(node_rank));
+    failure.set_node_rank(node_rank);
+    *failure.mutable_first_failure() = exit;
+    std::string message = "rank " + std::to_string(exit.rank()) + (failure.node().empty() ? "" : " on " + failure.node()) +
+                          " " + describe_exit(exit);
+    if (!exit.reported_error().message().empty()) {
+      message += ": " + exit.reported_error().error_type() + ": " + exit.reported_error().message().substr(0, 500);
+    }
+    failure.set_message(message);
+    if (job.restart_count() < entry.spec().max_restarts()) {
+      stop_on_nodes(entry, v1::StopJob::REASON_RESTART, grace_period(entry.spec()));
+      job.set_restart_count(job.restart_count() + 1);
+      transition(entry, v1::JOB_STATE_RESTARTING, "restarting after " + message);
+    } else {
+      stop_on_nodes(entry, v1::StopJob::REASON_FAILED, grace_period(entry.spec()));
+      transition(entry, v1::JOB_STATE_FAILED, message);
+    }
+  }
+
+  void on_rank_exit(JobEntry& entry, const v1::RankExit& exit) {
+    v1::JobRecord& record = entry.stored.record;
+    // Only the generation placed now counts; a late report of an older one changes nothing.
+    const std::int32_t current = entry.placed_generation();
+    if (exit.generation() != current || exit.rank() < 0 || exit.rank() >= entry.world_size()) return;
+    for (const auto& known : record.exits()) {
+      if (known.rank() == exit.rank()) return;  // idempotent
+    }
+    *record.add_exits() = exit;
+    persist(entry);
+    changed.notify_all();
+    if (entry.job().state() != v1::JOB_STATE_RUNNING) return;
+    if (is_failure(exit)) {
+      handle_failure(entry, exit);
+    } else if (all_ranks_ended(entry)) {
+      stop_on_nodes(entry, v1::StopJob::REASON_UNSPECIFIED, milliseconds(0));
+      transition(entry, v1::JOB_STATE_SUCCEEDED, "every rank of generation " + std::to_string(current) + " exited 0");
+    }
+  }
+
+  // The session is over: its ranks are lost, its slots gone.
+  void lose_session(const std::string& agent_id, const std::string& why) {
+    const auto session = sessions.find(agent_id);
+    if (session == sessions.end()) return;
+    std::cerr << "fabricd serve: node " << session->second.stored.node_name << " lost: " << why << std::endl;
+    for (auto& [job_id, entry] : jobs) {
+      const auto& agents = entry->stored.record.agent_ids();
+      for (int node_rank = 0; node_rank < agents.size(); ++node_rank) {
+        if (agents[node_rank] != agent_id) continue;
+        const std::int32_t nproc = entry->spec().nproc_per_node();
+        const std::int32_t generation = entry->placed_generation();
+        for (std::int32_t local = 0; local < nproc; ++local) {
+          v1::RankExit exit;
+          exit.set_rank(node_rank * nproc + local);
+          exit.set_local_rank(local);
+          exit.set_generation(generation);
+          exit.set_cause(v1::RankExit::CAUSE_NODE_LOST);
+          *exit.mutable_time() = now_timestamp();
+          on_rank_exit(*entry, exit);
+        }
+      }
+    }
+    sessions.erase(session);
+    try {
+      options.store->delete_session(agent_id);
+    } catch (const JobStoreError& error) {
+      std::cerr << "fabricd serve: " << error.what() << std::endl;
+    }
+    changed.notify_all();
+  }
+
+  void reconcile() {
+    const auto now = options.clock();
+    std::vector<std::string> silent;
+    for (const auto& [agent_id, session] : sessions) {
+      if (now - session.last_heard > options.agent_heartbeat_timeout) silent.push_back(agent_id);
+    }
+    for (const auto& agent_id : silent) {
+      lose_session(agent_id, "no heartbeat for " + std::to_string(options.agent_heartbeat_timeout.count()) + " ms");
+    }
+    std::vector<JobEntry*> waiting;  // oldest first, so that placement is first come, first served
+    for (auto& [job_id, entry] : jobs) {
+      const v1::JobState state = entry->job().state();
+      if (state == v1::JOB_STATE_PENDING || (state == v1::JOB_STATE_RESTARTING && all_ranks_ended(*entry))) {
+        waiting.push_back(entry.get());
+      }
+    }
+    std::sort(waiting.begin(), waiting.end(),
+              [](const JobEntry* a, const JobEntry* b) { return a->stored.sequence < b->stored.sequence; });
+    for (JobEntry* entry : waiting) {
+      if (try_start(*entry) || entry->job().state() != v1::JOB_STATE_RESTARTING) continue;
+      std::string why_not;
+      place({.nproc_per_node = entry->spec().nproc_per_node(), .min_nodes = entry->spec().min_nodes(),
+             .max_nodes = entry->spec().num_nodes()},
+            capacities(), why_not);
+      transition(*entry, v1::JOB_STATE_PENDING, why_not);
+    }
+    forget_old_jobs();
+  }
+
+  void forget_old_jobs() {
+    std::vector<std::pair<std::int64_t, std::string>> finished;
+    for (const auto& [job_id, entry] : jobs) {
+      if (is_terminal(entry->job().state()) && all_ranks_ended(*entry)) {
+        finished.emplace_back(entry->stored.sequence, job_id);
+      }
+    }
+    if (finished.size() <= options.finished_jobs_kept) return;
+    std::sort(finished.begin(), finished.end());
+    for (std::size_t i = 0; i < finished.size() - options.finished_jobs_kept; ++i) {
+      const std::string& job_id = finished[i].second;
+      request_ids.erase(jobs.at(job_id)->stored.record.request_id());
+      jobs.erase(job_id);
+      try {
+        options.store->delete_job(job_id);
+      } catch (const JobStoreError& error) {
+        std::cerr << "fabricd serve: " << error.what() << std::endl;
+      }
+    }
+  }
+
+  void reconcile_loop() {
+    std::unique_lock lock(mutex);
+    while (!shutting_down) {
+      reconcile();
+      changed.wait_for(lock, options.tick);
+    }
+  }
+
+  // --- JobService -------------------------------------------------------------------
+
+  JobEntry* find(const std::string& job_id) {
+    const auto it = jobs.find(job_id);
+    return it == jobs.end() ? nullptr : it->second.get();
+  }
+
+  grpc::Status submit(const v1::SubmitJobRequest& request, v1::SubmitJobResponse& response) {
+    if (const std::string problem = validate(request.spec()); !problem.empty()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, problem};
+    }
+    const v1::JobSpec spec = with_defaults(request.spec());
+    std::lock_guard lock(mutex);
+    if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"};
+    if (!request.request_id().empty()) {
+      if (const auto known = request_ids.find(request.request_id()); known != request_ids.end()) {
+        JobEntry& entry = *jobs.at(known->second);
+        if (!google::protobuf::util::MessageDifferencer::Equals(entry.spec(), spec)) {
+          return {grpc::StatusCode::ALREADY_EXISTS,
+                  "request_id '" + request.request_id() + "' was used for job " + known->second +
+                      " with a different spec; use a new request_id for a new job"};
+        }
+        *response.mutable_job() = entry.job();
+        return grpc::Status::OK;
+      }
+    }
+    const std::size_t unfinished = static_cast<std::size_t>(std::count_if(
+        jobs.begin(), jobs.end(), [](const auto& job) { return !is_terminal(job.second->job().state()); }));
+    if (unfinished >= options.max_unfinished_jobs) {
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "the coordinator already keeps " + std::to_string(unfinished) + " unfinished jobs (its limit); retry "
+              "once some have ended"};
+    }
+    auto entry = std::make_unique<JobEntry>(static_cast<std::size_t>(spec.log().tail_lines()));
+    v1::Job& job = entry->job();
+    job.set_job_id(new_job_id(spec.name()));
+    *job.mutable_spec() = spec;
+    job.set_state(v1::JOB_STATE_PENDING);
+    job.set_message("waiting to be placed");
+    *job.mutable_create_time() = now_timestamp();
+    entry->stored.record.set_request_id(request.request_id());
+    persist(*entry);
+    entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
+    if (!request.request_id().empty()) request_ids[request.request_id()] = job.job_id();
+    *response.mutable_job() = job;
+    jobs.emplace(job.job_id(), std::move(entry));
+    changed.notify_all();  // the reconciler places it now, not at its next tick
+    return grpc::Status::OK;
+  }
+
+  grpc::Status get(const std::string& job_id, v1::Job& response) {
+    std::lock_guard lock(mutex);
+    JobEntry* entry = find(job_id);
+    if (!entry) return not_found_job(job_id);
+    response = entry->job();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status list(const v1::ListJobsRequest& request, v1::ListJobsResponse& response) {
+    const std::string filter = filter_key(request);
+    std::int64_t before = std::numeric_limits<std::int64_t>::max();
+    if (!request.page_token().empty()) {
+      const auto bar = request.page_token().rfind('|');
+      if (bar == std::string::npos || request.page_token().substr(0, bar) != filter) {
+        return {grpc::StatusCode::INVALID_ARGUMENT,
+                "page_token does not come from a previous ListJobs with the same states filter; start again "
+                "without a page_token"};
+      }
+      try {
+        before = std::stoll(request.page_token().substr(bar + 1));
+      } catch (const std::exception&) {
+        return {grpc::StatusCode::INVALID_ARGUMENT, "page_token is malformed; start again without one"};
+      }
+    }
+    const int page_size = request.page_size() <= 0 ? 100 : std::min(request.page_size(), 1000);
+    const std::set<int> states(request.states().begin(), request.states().end());
+    std::lock_guard lock(mutex);
+    std::vector<JobEntry*> matching;
+    for (auto& [job_id, entry] : jobs) {
+      if (entry->stored.sequence < before && (states.empty() || states.contains(entry->job().state()))) {
+        matching.push_back(entry.get());
+      }
+    }
+    std::sort(matching.begin(), matching.end(),
+              [](const JobEntry* a, const JobEntry* b) { return a->stored.sequence > b->stored.sequence; });
+    for (std::size_t i = 0; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
+      *response.add_jobs() = matching[i]->job();
+    }
+    if (static_cast<int>(matching.size()) > page_size) {
+      response.set_next_page_token(filter + "|" + std::to_string(matching[static_cast<std::size_t>(page_size) - 1]->stored.sequence));
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status cancel(const v1::CancelJobRequest& request, v1::Job& response) {
+    std::lock_guard lock(mutex);
+    JobEntry* entry = find(request.job_id());
+    if (!entry) return not_found_job(request.job_id());
+    const v1::JobState state = entry->job().state();
+    if (state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED) {
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              "job " + request.job_id() + " already ended as " + state_name(state) + "; its outcome is not rewritten"};
+    }
+    if (state != v1::JOB_STATE_CANCELLED) {
+      const milliseconds grace = request.has_grace_period() ? to_milliseconds(request.grace_period())
+                                                            : grace_period(entry->spec());
+      stop_on_nodes(*entry, v1::StopJob::REASON_CANCELLED, grace);
+      transition(*entry, v1::JOB_STATE_CANCELLED,
+                 "cancelled" + (request.reason().empty() ? std::string() : ": " + request.reason()));
+    }
+    response = entry->job();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status watch(grpc::ServerContext& context, const std::string& job_id, grpc::ServerWriter<v1::JobEvent>& writer) {
+    std::unique_lock lock(mutex);
+    JobEntry* entry = find(job_id);
+    if (!entry) return not_found_job(job_id);
+    // The snapshot first, then every event after it, each delivered on its own.
+    v1::JobEvent snapshot = event_of(*entry, v1::JOB_STATE_UNSPECIFIED);
+    std::size_t next = entry->events.size();
+    lock.unlock();
+    if (!writer.Write(snapshot)) return grpc::Status::CANCELLED;
+    bool ended = is_terminal(snapshot.job().state());
+    lock.lock();
+    while (!ended) {
+      changed.wait_for(lock, kStreamPoll, [&] {
+        entry = find(job_id);
+        return shutting_down || !entry || next < entry->events.size();
+      });
+      if (context.IsCancelled()) return grpc::Status::CANCELLED;
+      if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down; watch again"};
+      if (!entry) return not_found_job(job_id);
+      while (next < entry->events.size() && !ended) {
+        const v1::JobEvent event = entry->events[next++];
+        ended = is_terminal(event.job().state());
+        lock.unlock();
+        if (!writer.Write(event)) return grpc::Status::CANCELLED;
+        lock.lock();
+        entry = find(job_id);
+        if (!entry) return ended ? grpc::Status::OK : not_found_job(job_id);
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status stream_logs(grpc::ServerContext& context, const v1::StreamLogsRequest& request,
+                           grpc::ServerWriter<v1::LogLine>& writer) {
+    LogFilter filter{.ranks = {request.ranks().begin(), request.ranks().end()}, .stream = request.stream()};
+    std::unique_lock lock(mutex);
+    JobEntry* entry = find(request.job_id());
+    if (!entry) return not_found_job(request.job_id());
+    auto lines = entry->logs.tail(filter, request.tail_lines());
+    std::uint64_t cursor = entry->logs.last_sequence();
+    for (;;) {
+      const bool ended = is_terminal(entry->job().state()) && all_ranks_ended(*entry);
+      lock.unlock();
+      for (const auto& [sequence, line] : lines) {
+        if (!writer.Write(line)) return grpc::Status::CANCELLED;
+      }
+      // Lines an agent pushes after the last exit report are still on their way; a
+      // finished job is closed once they have had a tick to arrive.
+      if (!request.follow() || (ended && lines.empty())) return grpc::Status::OK;
+      lock.lock();
+      changed.wait_for(lock, kStreamPoll);
+      if (context.IsCancelled()) return grpc::Status::CANCELLED;
+      if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"};
+      entry = find(request.job_id());
+      if (!entry) return grpc::Status::OK;  // forgotten: nothing more will come
+      lines = entry->logs.since(filter, cursor);
+      cursor = entry->logs.last_sequence();
+    }
+  }
+
+  // --- AgentService -----------------------------------------------------------------
+
+  grpc::Status register_agent(const v1::RegisterRequest& request, v1::RegisterResponse& response) {
+    if (request.node_name().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "node_name is empty; name the node"};
+    if (request.slots() < 1) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "slots is " + std::to_string(request.slots()) + "; a node runs at least one rank"};
+    }
+    const auto colon = request.address().rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == request.address().size()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "address '" + request.address() + "' is not host:port (the agent's RendezvousService)"};
+    }
+    std::lock_guard lock(mutex);
+    for (const auto& [agent_id, session] : sessions) {
+      if (session.stored.node_name == request.node_name()) {
+        lose_session(agent_id, "it registered again (the agent restarted)");
+        break;
+      }
+    }
+    Session session{.stored = {.agent_id = "agent-" + request.node_name() + "-" + random_hex(8),
+                               .node_name = request.node_name(),
+                               .address = request.address(),
+                               .slots = request.slots()},
+                    .last_heard = options.clock(),
+                    .free_port = request.free_port()};
+    try {
+      options.store->put_session(session.stored);
+    } catch (const JobStoreError& error) {
+      return {grpc::StatusCode::UNAVAILABLE, error.what()};
+    }
+    response.set_agent_id(session.stored.agent_id);
+    set_duration(response.mutable_heartbeat_interval(), options.agent_heartbeat_interval);
+    set_duration(response.mutable_heartbeat_timeout(), options.agent_heartbeat_timeout);
+    std::cerr << "fabricd serve: node " << request.node_name() << " registered (" << request.slots() << " slots, "
+              << request.address() << ")" << std::endl;
+    sessions.emplace(session.stored.agent_id, std::move(session));
+    changed.notify_all();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status agent_heartbeat(const v1::AgentHeartbeatRequest& request) {
+    std::lock_guard lock(mutex);
+    const auto session = sessions.find(request.agent_id());
+    if (session == sessions.end()) return session_ended(request.agent_id());
+    session->second.last_heard = options.clock();
+    if (request.free_port() > 0) session->second.free_port = request.free_port();
+    // Ranks the agent runs that nobody expects any more (a lost stop) are stopped again.
+    for (const auto& running : request.running()) {
+      JobEntry* entry = find(running.job_id());
+      // (A stop the agent already carries out is a no-op there, so repeating it is harmless.)
+      const bool expected = entry && !is_terminal(entry->job().state()) &&
+                            entry->job().state() != v1::JOB_STATE_PENDING &&
+                            running.generation() == entry->placed_generation();
+      if (expected) continue;
+      v1::Assignment assignment;
+      assignment.mutable_stop()->set_job_id(running.job_id());
+      assignment.mutable_stop()->set_generation(running.generation());
+      send(request.agent_id(), std::move(assignment));
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status stream_assignments(grpc::ServerContext& context, const std::string& agent_id,
+                                  grpc::ServerWriter<v1::Assignment>& writer) {
+    std::unique_lock lock(mutex);
+    auto it = sessions.find(agent_id);
+    if (it == sessions.end()) return session_ended(agent_id);
+    const std::uint64_t epoch = ++it->second.stream_epoch;
+    changed.notify_all();  // an older stream of this session ends
+    // What the agent should be running, again: StartRanks it already runs are no-ops.
+    it->second.outbox.clear();
+    for (auto& [job_id, entry] : jobs) {
+      if (entry->job().state() != v1::JOB_STATE_RUNNING) continue;
+      const auto& record = entry->stored.record;
+      for (int node_rank = 0; node_rank < record.agent_ids_size(); ++node_rank) {
+        if (record.agent_ids(node_rank) != agent_id || node_rank >= record.assignments_size()) continue;
+        v1::Assignment assignment;
+        *assignment.mutable_start() = record.assignments(node_rank);
+        it->second.outbox.push_back(std::move(assignment));
+      }
+    }
+    for (;;) {
+      changed.wait_for(lock, kStreamPoll, [&] {
+        it = sessions.find(agent_id);
+        return shutting_down || it == sessions.end() || it->second.stream_epoch != epoch || !it->second.outbox.empty();
+      });
+      if (context.IsCancelled()) return grpc::Status::CANCELLED;
+      if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down; reconnect"};
+      if (it == sessions.end()) return session_ended(agent_id);
+      if (it->second.stream_epoch != epoch) return {grpc::StatusCode::ABORTED, "a newer assignment stream replaced this one"};
+      while (!it->second.outbox.empty()) {
+        v1::Assignment assignment = std::move(it->second.outbox.front());
+        it->second.outbox.pop_front();
+        lock.unlock();
+        const bool written = writer.Write(assignment);
+        lock.lock();
+        // Unwritten assignments are not lost for good: the next stream resends what should
+        // run, and heartbeats catch ranks that should have been stopped.
+        if (!written) return grpc::Status::CANCELLED;
+        it = sessions.find(agent_id);
+        if (it == sessions.end()) return session_ended(agent_id);
+      }
+    }
+  }
+
+  grpc::Status report_rank_exit(const v1::ReportRankExitRequest& request) {
+    std::lock_guard lock(mutex);
+    const auto session = sessions.find(request.agent_id());
+    if (session == sessions.end()) return session_ended(request.agent_id());
+    session->second.last_heard = options.clock();
+    JobEntry* entry = find(request.job_id());
+    if (!entry) return not_found_job(request.job_id());
+    on_rank_exit(*entry, request.exit());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status push_logs(grpc::ServerReader<v1::PushLogsRequest>& reader) {
+    v1::PushLogsRequest batch;
+    while (reader.Read(&batch)) {
+      std::lock_guard lock(mutex);
+      if (!sessions.contains(batch.agent_id())) return session_ended(batch.agent_id());
+      for (auto& line : *batch.mutable_lines()) {
+        if (JobEntry* entry = find(line.job_id())) entry->logs.append(std::move(line));
+      }
+      changed.notify_all();
+    }
+    return grpc::Status::OK;
+  }
+};
+
+Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Coordinator::~Coordinator() = default;
+
+v1::JobService::Service& Coordinator::job_service() { return impl_->job_service; }
+v1::AgentService::Service& Coordinator::agent_service() { return impl_->agent_service; }
+void Coordinator::shutdown() { impl_->shutdown(); }
+
+}  // namespace fabric::launcher

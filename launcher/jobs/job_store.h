@@ -1,0 +1,58 @@
+// JobStore: what a coordinator must not forget when it is killed and restarted — every
+// job as clients see it (spec, state, history) and the agent sessions it had, so that
+// agents keep their sessions and running jobs are re-adopted rather than restarted.
+//
+// The coordinator keeps its working state in memory and writes each change through before
+// it answers (or acts on) it. One interface, so the embedded SQLite file and a replicated
+// store are interchangeable. Implementations are thread-safe; every call is durable when
+// it returns, or throws JobStoreError.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fabric/v1/store.pb.h"
+
+namespace fabric::launcher {
+
+class JobStoreError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct StoredJob {
+  fabric::v1::JobRecord record;
+  std::int64_t sequence = 0;  // submission order, for newest-first listings; assigned by the store
+};
+
+struct StoredSession {
+  std::string agent_id;
+  std::string node_name;
+  std::string address;  // the agent's RendezvousService, host:port
+  std::int32_t slots = 0;
+};
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+  // Inserts a job (sequence 0: the store assigns the next) or replaces it by job_id.
+  // Returns the job's sequence.
+  virtual std::int64_t put_job(const StoredJob& job) = 0;
+  virtual void delete_job(const std::string& job_id) = 0;
+  // Every job, oldest first.
+  virtual std::vector<StoredJob> load_jobs() = 0;
+
+  virtual void put_session(const StoredSession& session) = 0;
+  virtual void delete_session(const std::string& agent_id) = 0;
+  virtual std::vector<StoredSession> load_sessions() = 0;
+};
+
+// One SQLite file (WAL journal, synchronous=FULL), created when missing.
+std::unique_ptr<JobStore> open_sqlite_job_store(const std::string& path);
+// Nothing survives the process: for `fabricd serve` without --state, and for tests.
+std::unique_ptr<JobStore> in_memory_job_store();
+
+}  // namespace fabric::launcher

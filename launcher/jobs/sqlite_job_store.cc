@@ -1,0 +1,156 @@
+// The embedded JobStore: one SQLite file. Jobs are kept as their serialized Job message
+// beside the columns queries need; every write is one transaction, durable on return
+// (WAL journal, synchronous=FULL), so a coordinator killed at any instant restarts with
+// every job it had acknowledged.
+#include <sqlite3.h>
+
+#include <mutex>
+
+#include "jobs/job_store.h"
+
+namespace fabric::launcher {
+namespace {
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr) != SQLITE_OK) fail("prepare");
+  }
+  ~Statement() { sqlite3_finalize(statement_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& bind(int index, const std::string& text) {
+    sqlite3_bind_blob(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind(int index, std::int64_t value) {
+    sqlite3_bind_int64(statement_, index, value);
+    return *this;
+  }
+  // true while there is a row.
+  bool step() {
+    const int code = sqlite3_step(statement_);
+    if (code == SQLITE_ROW) return true;
+    if (code != SQLITE_DONE) fail("step");
+    return false;
+  }
+  std::string text(int column) const {
+    const auto* data = static_cast<const char*>(sqlite3_column_blob(statement_, column));
+    return data ? std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(statement_, column))) : std::string();
+  }
+  std::int64_t integer(int column) const { return sqlite3_column_int64(statement_, column); }
+
+ private:
+  [[noreturn]] void fail(const char* what) const {
+    throw JobStoreError(std::string("job store: ") + what + " failed: " + sqlite3_errmsg(db_));
+  }
+  sqlite3* db_;
+  sqlite3_stmt* statement_ = nullptr;
+};
+
+class SqliteJobStore final : public JobStore {
+ public:
+  explicit SqliteJobStore(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
+      const std::string reason = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      throw JobStoreError("cannot open the job store " + path + ": " + reason +
+                          " (is --state a writable directory?)");
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    execute("PRAGMA journal_mode=WAL");
+    execute("PRAGMA synchronous=FULL");
+    execute(
+        "CREATE TABLE IF NOT EXISTS jobs (sequence INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT UNIQUE NOT NULL, "
+        "request_id TEXT NOT NULL, job BLOB NOT NULL)");
+    execute(
+        "CREATE TABLE IF NOT EXISTS sessions (agent_id TEXT PRIMARY KEY, node_name TEXT NOT NULL, "
+        "address TEXT NOT NULL, slots INTEGER NOT NULL)");
+  }
+  ~SqliteJobStore() override { sqlite3_close(db_); }
+
+  std::int64_t put_job(const StoredJob& stored) override {
+    std::lock_guard lock(mutex_);
+    std::string blob;
+    stored.record.SerializeToString(&blob);
+    const std::string& job_id = stored.record.job().job_id();
+    const std::string& request_id = stored.record.request_id();
+    if (stored.sequence == 0) {
+      Statement insert(db_, "INSERT INTO jobs (job_id, request_id, job) VALUES (?, ?, ?)");
+      insert.bind(1, job_id).bind(2, request_id).bind(3, blob).step();
+      return sqlite3_last_insert_rowid(db_);
+    }
+    Statement replace(db_, "INSERT OR REPLACE INTO jobs (sequence, job_id, request_id, job) VALUES (?, ?, ?, ?)");
+    replace.bind(1, stored.sequence).bind(2, job_id).bind(3, request_id).bind(4, blob).step();
+    return stored.sequence;
+  }
+
+  void delete_job(const std::string& job_id) override {
+    std::lock_guard lock(mutex_);
+    Statement(db_, "DELETE FROM jobs WHERE job_id = ?").bind(1, job_id).step();
+  }
+
+  std::vector<StoredJob> load_jobs() override {
+    std::lock_guard lock(mutex_);
+    std::vector<StoredJob> jobs;
+    Statement select(db_, "SELECT sequence, job FROM jobs ORDER BY sequence");
+    while (select.step()) {
+      StoredJob stored{.sequence = select.integer(0)};
+      if (!stored.record.ParseFromString(select.text(1))) {
+        throw JobStoreError("job store: job #" + std::to_string(stored.sequence) + " does not parse as fabric.v1.JobRecord");
+      }
+      jobs.push_back(std::move(stored));
+    }
+    return jobs;
+  }
+
+  void put_session(const StoredSession& session) override {
+    std::lock_guard lock(mutex_);
+    Statement(db_, "INSERT OR REPLACE INTO sessions (agent_id, node_name, address, slots) VALUES (?, ?, ?, ?)")
+        .bind(1, session.agent_id)
+        .bind(2, session.node_name)
+        .bind(3, session.address)
+        .bind(4, std::int64_t{session.slots})
+        .step();
+  }
+
+  void delete_session(const std::string& agent_id) override {
+    std::lock_guard lock(mutex_);
+    Statement(db_, "DELETE FROM sessions WHERE agent_id = ?").bind(1, agent_id).step();
+  }
+
+  std::vector<StoredSession> load_sessions() override {
+    std::lock_guard lock(mutex_);
+    std::vector<StoredSession> sessions;
+    Statement select(db_, "SELECT agent_id, node_name, address, slots FROM sessions ORDER BY node_name");
+    while (select.step()) {
+      sessions.push_back({.agent_id = select.text(0),
+                          .node_name = select.text(1),
+                          .address = select.text(2),
+                          .slots = static_cast<std::int32_t>(select.integer(3))});
+    }
+    return sessions;
+  }
+
+ private:
+  void execute(const char* sql) {
+    char* error = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+      const std::string reason = error ? error : "unknown error";
+      sqlite3_free(error);
+      throw JobStoreError(std::string("job store: ") + sql + ": " + reason);
+    }
+  }
+
+  std::mutex mutex_;
+  sqlite3* db_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<JobStore> open_sqlite_job_store(const std::string& path) { return std::make_unique<SqliteJobStore>(path); }
+std::unique_ptr<JobStore> in_memory_job_store() { return std::make_unique<SqliteJobStore>(":memory:"); }
+
+}  // namespace fabric::launcher

@@ -1,0 +1,245 @@
+#include "local/local_job.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+
+#include "jobs/job_spec.h"
+#include "ranks/health_watch.h"
+#include "ranks/output_router.h"
+#include "ranks/ports.h"
+#include "ranks/rank_environment.h"
+#include "ranks/rank_group.h"
+#include "rendezvous/rendezvous_server.h"
+
+namespace fabric::launcher {
+
+namespace v1 = fabric::v1;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// How often the job looks at heartbeats and the rendezvous while ranks run: the slack on
+// top of heartbeat_timeout within which a hang is declared.
+constexpr milliseconds kWatchInterval{100};
+
+std::string describe(int status) {
+  if (status > 128) return "signal " + std::to_string(status - 128) + " (" + strsignal(status - 128) + ")";
+  return "exit code " + std::to_string(status);
+}
+
+std::string unique_job_id() {
+  std::random_device random;
+  std::ostringstream id;
+  id << "local-" << ::getpid() << "-" << std::hex << (random() & 0xffffff);
+  return id.str();
+}
+
+// Why a generation ended badly: the first rank to fail, and how.
+struct Failure {
+  enum class Cause { kExited, kHung, kRendezvousTimeout };
+  Cause cause = Cause::kExited;
+  std::int32_t rank = 0;
+  std::string detail;  // for kHung / kRendezvousTimeout
+};
+
+}  // namespace
+
+struct LocalJob::Impl {
+  const v1::JobSpec spec;
+  const std::string job_id = unique_job_id();
+  const HealthWatch health;
+  std::shared_ptr<ConsoleSink> console;
+  OutputRouter router;
+  std::shared_ptr<StderrTail> tail = std::make_shared<StderrTail>(kSummaryTailLines);
+  RendezvousServer server;  // after the sinks: it may still be answering while they go
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::shared_ptr<RankGroup> group;  // the current generation's; guarded by mutex
+  std::optional<Failure> failure;    // the current generation's first; guarded by mutex
+  bool stopping = false;             // ranks exiting now were stopped by us
+  std::optional<int> stop_signal;
+  bool kill_now = false;
+
+  Impl(v1::JobSpec job, std::ostream& out, std::ostream& err_stream)
+      : spec(std::move(job)), health(heartbeat_timeout(spec), rdzv_timeout(spec)) {
+    std::set<std::int32_t> console_ranks(spec.log().console_ranks().begin(), spec.log().console_ranks().end());
+    console = std::make_shared<ConsoleSink>(out, err_stream, console_streams(spec.log()), std::move(console_ranks));
+    router.add(console);
+    if (!spec.log().dir().empty()) router.add(std::make_shared<FileSink>(spec.log().dir(), file_streams(spec.log())));
+    router.add(tail);
+    server.service().start_job(job_id, spec.nproc_per_node(),
+                               {.rdzv_timeout = rdzv_timeout(spec), .heartbeat_interval = health.heartbeat_interval()});
+  }
+
+  void say(const std::string& text) { console->message(text); }
+
+  RankGroupOptions generation_options(std::int32_t generation) {
+    const Environment node =
+        node_environment({.job_id = job_id,
+                          .generation = generation,
+                          .max_restarts = spec.max_restarts(),
+                          .nproc_per_node = spec.nproc_per_node(),
+                          .master_port = free_tcp_port(/*loopback_only=*/true),
+                          .store_endpoint = server.endpoint()},
+                         Environment(spec.env().begin(), spec.env().end()));
+    RankGroupOptions options{.program = spec.program(),
+                             .args = {spec.args().begin(), spec.args().end()},
+                             .working_dir = spec.working_dir(),
+                             .generation = generation};
+    Environment base = inherited_environment();
+    for (const auto& [name, value] : node) base[name] = value;
+    for (std::int32_t r = 0; r < spec.nproc_per_node(); ++r) {
+      RankProcess rank{.rank = r, .local_rank = r, .env = base};
+      add_process_variables(rank.env, r, r, server.endpoint(), "127.0.0.1");
+      options.ranks.push_back(std::move(rank));
+    }
+    return options;
+  }
+
+  void on_exit(const RankEnded& ended) {
+    std::lock_guard lock(mutex);
+    if (ended.status != 0 && !failure && !stopping) failure = Failure{.rank = ended.rank};
+    changed.notify_all();
+  }
+
+  // Waits until the generation succeeds, fails, or fabricd is told to stop.
+  void supervise(std::unique_lock<std::mutex>& lock) {
+    while (!(group->all_exited() || failure || stop_signal)) {
+      const auto now = Clock::now();
+      if (auto hung = health.find_hung(now, group->running(), server.service().heartbeats(job_id))) {
+        failure = Failure{.cause = Failure::Cause::kHung, .rank = hung->rank, .detail = hung->detail};
+        say("rank " + std::to_string(hung->rank) + " " + hung->detail + "; killing it");
+        group->signal_rank(hung->rank, SIGKILL);  // a hung rank could not act on SIGTERM
+        break;
+      }
+      if (auto late = health.find_rendezvous_timeout(now, spec.nproc_per_node(), server.service().joined_ranks(job_id))) {
+        failure = Failure{.cause = Failure::Cause::kRendezvousTimeout, .rank = late->rank, .detail = late->detail};
+        break;
+      }
+      changed.wait_for(lock, kWatchInterval);
+    }
+  }
+
+  // SIGTERM to every rank still running, up to the grace period, then SIGKILL. Unlocks
+  // while the ranks go, since their exits take the lock.
+  void stop_group(std::unique_lock<std::mutex>& lock) {
+    stopping = true;
+    const std::shared_ptr<RankGroup> current = group;
+    const bool kill = kill_now;
+    lock.unlock();
+    if (kill) current->kill();
+    if (!current->stop(grace_period(spec))) {
+      say("ranks still running " + format_seconds(grace_period(spec)) + " after SIGTERM: SIGKILL");
+    }
+    lock.lock();
+  }
+
+  // Destroys the generation's group (joining its output, so the tail is complete).
+  void end_generation(std::unique_lock<std::mutex>& lock) {
+    std::shared_ptr<RankGroup> ended = std::move(group);
+    lock.unlock();
+    ended.reset();
+    lock.lock();
+  }
+
+  // "job failed: rank 1 failed first, with signal 9 (hung: ...)", then what it reported and
+  // its last stderr lines.
+  std::string failure_summary(const Failure& first, int status, std::int32_t generation) {
+    std::string summary = "job failed: rank " + std::to_string(first.rank) + " failed first, with " +
+                          describe(status) + (first.detail.empty() ? "" : " (" + first.detail + ")") +
+                          (spec.max_restarts() > 0 ? " after " + std::to_string(generation) + " restart(s)" : "");
+    const auto errors = server.service().reported_errors(job_id);
+    if (auto error = errors.find(first.rank); error != errors.end()) {
+      summary += "\n  it reported " + error->second.error_type() + ": " + error->second.message().substr(0, 2000);
+      if (error->second.has_step()) summary += "\n  at step " + std::to_string(error->second.step());
+    }
+    const auto lines = tail->of(first.rank);
+    if (!lines.empty()) {
+      summary += "\n  its last stderr lines:";
+      for (const auto& line : lines) summary += "\n    " + line;
+    }
+    return summary;
+  }
+
+  int run() {
+    for (std::int32_t generation = 0;; ++generation) {
+      if (generation > 0) server.service().begin_generation(job_id, generation);
+      tail->clear();
+      std::unique_lock lock(mutex);
+      failure.reset();
+      stopping = false;
+      try {
+        group = std::make_shared<RankGroup>(generation_options(generation), router,
+                                            [this](const RankEnded& ended) { on_exit(ended); });
+      } catch (const SpawnError& error) {  // e.g. execve refused the program
+        say(error.what());
+        return kCannotStart;
+      }
+      supervise(lock);
+      if (stop_signal && !failure) {
+        say("stopping the job (signal " + std::to_string(*stop_signal) + ")");
+        stop_group(lock);
+        end_generation(lock);
+        return 128 + *stop_signal;
+      }
+      if (!failure) {
+        end_generation(lock);
+        return 0;
+      }
+      const Failure first = *failure;
+      if (first.cause == Failure::Cause::kRendezvousTimeout) {
+        say(first.detail);
+        stop_group(lock);
+        end_generation(lock);
+        return kRendezvousTimeout;
+      }
+      if (first.cause == Failure::Cause::kExited) {
+        say("rank " + std::to_string(first.rank) + " failed with " + describe(*group->status(first.rank)) +
+                   "; stopping the other ranks");
+      }
+      stop_group(lock);
+      const int status = *group->status(first.rank);
+      end_generation(lock);
+      const std::string summary = failure_summary(first, status, generation);
+      if (generation < spec.max_restarts() && !stop_signal) {
+        say("restarting the job: generation " + std::to_string(generation + 1) + " of at most " +
+                   std::to_string(spec.max_restarts() + 1));
+        continue;
+      }
+      say(summary);
+      return status;
+    }
+  }
+
+  void request_stop(int signal, bool immediately) {
+    std::shared_ptr<RankGroup> current;
+    {
+      std::lock_guard lock(mutex);
+      stop_signal = signal;
+      server.service().request_stop(job_id, std::string("fabricd received ") + strsignal(signal));
+      if (immediately) kill_now = true;
+      current = group;
+      changed.notify_all();
+    }
+    if (immediately && current) current->kill();
+  }
+};
+
+LocalJob::LocalJob(v1::JobSpec spec, std::ostream& out, std::ostream& err)
+    : impl_(std::make_unique<Impl>(std::move(spec), out, err)) {}
+LocalJob::~LocalJob() = default;
+
+int LocalJob::run() { return impl_->run(); }
+void LocalJob::request_stop(int signal, bool immediately) { impl_->request_stop(signal, immediately); }
+
+}  // namespace fabric::launcher

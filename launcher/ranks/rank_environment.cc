@@ -1,0 +1,52 @@
+#include "ranks/rank_environment.h"
+
+extern char** environ;
+
+namespace fabric::launcher {
+
+Environment node_environment(const NodePlacement& p, const Environment& user) {
+  Environment env = user;
+  const std::string world_size = std::to_string(p.num_nodes * p.nproc_per_node);
+  const Environment ours = {
+      {"WORLD_SIZE", world_size},
+      {"LOCAL_WORLD_SIZE", std::to_string(p.nproc_per_node)},
+      {"GROUP_RANK", std::to_string(p.node_rank)},
+      {"NODE_RANK", std::to_string(p.node_rank)},
+      {"GROUP_WORLD_SIZE", std::to_string(p.num_nodes)},
+      {"ROLE_NAME", "default"},
+      {"ROLE_WORLD_SIZE", world_size},
+      {"MASTER_ADDR", p.master_addr},
+      {"MASTER_PORT", std::to_string(p.master_port)},
+      {"FABRICD_STORE_ENDPOINT", p.store_endpoint},
+      {"FABRICD_JOB_ID", p.job_id},
+      {"FABRICD_RESTART_COUNT", std::to_string(p.generation)},
+      {"FABRICD_MAX_RESTARTS", std::to_string(p.max_restarts)},
+      // torchrun's names for the same facts, read by programs that resume after a restart.
+      {"TORCHELASTIC_RUN_ID", p.job_id},
+      {"TORCHELASTIC_RESTART_COUNT", std::to_string(p.generation)},
+      {"TORCHELASTIC_MAX_RESTARTS", std::to_string(p.max_restarts)},
+  };
+  for (const auto& [name, value] : ours) env[name] = value;
+  return env;
+}
+
+void add_process_variables(Environment& env, std::int32_t rank, std::int32_t local_rank,
+                           const std::string& supervisor_endpoint, const std::string& node_address) {
+  env["RANK"] = std::to_string(rank);
+  env["ROLE_RANK"] = std::to_string(rank);
+  env["LOCAL_RANK"] = std::to_string(local_rank);
+  env["FABRICD_ENDPOINT"] = supervisor_endpoint;
+  env["FABRICD_NODE_ADDRESS"] = node_address;
+}
+
+Environment inherited_environment() {
+  Environment env;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string text = *entry;
+    const auto equals = text.find('=');
+    if (equals != std::string::npos && equals > 0) env.emplace(text.substr(0, equals), text.substr(equals + 1));
+  }
+  return env;
+}
+
+}  // namespace fabric::launcher

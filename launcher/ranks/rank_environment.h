@@ -1,0 +1,44 @@
+// The rank environment (docs/ARCHITECTURE.md, "The rank environment"): the torchrun-
+// compatible variables every rank gets, plus fabricd's own. Built in two halves so that a
+// coordinator can compute what all ranks of a node share (and every node agrees on it)
+// while the node's agent adds what differs per process.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace fabric::launcher {
+
+using Environment = std::map<std::string, std::string>;
+
+// Where one node's ranks sit in one generation of a job.
+struct NodePlacement {
+  std::string job_id;
+  std::int32_t generation = 0;
+  std::int32_t max_restarts = 0;
+  std::int32_t node_rank = 0;
+  std::int32_t num_nodes = 1;
+  std::int32_t nproc_per_node = 1;
+  std::string master_addr = "127.0.0.1";
+  std::int32_t master_port = 0;
+  // The RendezvousService that holds the job's store (node rank 0's launcher).
+  std::string store_endpoint;
+};
+
+// The variables shared by the node's ranks, over `user` (JobSpec.env): the launcher's wins,
+// so a stale RANK copied from a shell cannot mis-number the ranks.
+Environment node_environment(const NodePlacement& placement, const Environment& user = {});
+
+// Adds one process's variables: RANK, LOCAL_RANK, ROLE_RANK, FABRICD_ENDPOINT (the
+// RendezvousService of the launcher that supervises it: heartbeats and error reports) and
+// FABRICD_NODE_ADDRESS (the address this node is reached at: libfabric binds Gloo to it
+// unless GLOO_SOCKET_IFNAME says otherwise, so that a host name resolving to 127.0.0.1
+// does not cut the ranks off from other nodes).
+void add_process_variables(Environment& env, std::int32_t rank, std::int32_t local_rank,
+                           const std::string& supervisor_endpoint, const std::string& node_address);
+
+// This process's own environment (what a rank inherits underneath everything else).
+Environment inherited_environment();
+
+}  // namespace fabric::launcher

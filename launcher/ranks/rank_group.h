@@ -1,0 +1,116 @@
+// RankGroup: the processes of one generation of a job on this node, owned for their whole
+// life. The constructor spawns them; the destructor kills whatever still runs (SIGKILL to
+// each rank's process group) and joins every thread, so no exit path can leak a process
+// or a thread.
+//
+// Each rank runs in a process group of its own (stopping it stops its children too) with
+// a parent-death signal (it dies with the launcher, even one killed with SIGKILL), and the
+// launcher's blocked stop signals unblocked. Its stdout and stderr are read line by line
+// into a LineSink. When a rank exits, `on_exit` is called from that rank's waiter thread
+// with its status; the group's own state is updated first, so all_exited() is already
+// true there for the last one.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ranks/output_router.h"
+
+namespace fabric::launcher {
+
+// One process of the group.
+struct RankProcess {
+  std::int32_t rank = 0;
+  std::int32_t local_rank = 0;
+  // Its whole environment (the launcher's own is not inherited implicitly).
+  std::map<std::string, std::string> env;
+};
+
+struct RankGroupOptions {
+  std::string program;  // an absolute path, or one relative to working_dir
+  std::vector<std::string> args;
+  std::string working_dir;  // "" = the launcher's
+  std::int32_t generation = 0;
+  std::vector<RankProcess> ranks;
+};
+
+// How a rank ended: its exit code, or 128 + the signal that killed it (a shell's $?).
+struct RankEnded {
+  std::int32_t rank = 0;
+  std::int32_t local_rank = 0;
+  std::int32_t generation = 0;
+  int status = 0;
+  bool signaled() const { return status > 128; }
+};
+
+// The program could not be started: `status` is 127 (not found) or 126 (cannot execute).
+class SpawnError : public std::runtime_error {
+ public:
+  SpawnError(int status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
+
+class RankGroup {
+ public:
+  using ExitCallback = std::function<void(const RankEnded&)>;
+
+  // Spawns every rank; SpawnError when one cannot start (those already started are killed
+  // and joined before it is thrown). `output` and `on_exit` must outlive the group.
+  RankGroup(RankGroupOptions options, LineSink& output, ExitCallback on_exit);
+  ~RankGroup();
+  RankGroup(const RankGroup&) = delete;
+  RankGroup& operator=(const RankGroup&) = delete;
+
+  std::int32_t generation() const { return options_.generation; }
+  const std::vector<RankProcess>& ranks() const { return options_.ranks; }
+
+  // Sends `signal` to the process group of every rank still running (or of one rank).
+  void signal_all(int signal);
+  void signal_rank(std::int32_t rank, int signal);
+
+  // SIGTERM to every rank still running, up to `grace` for them to exit, then SIGKILL;
+  // returns once all have exited. kill() from another thread cuts the grace short.
+  // Returns false when the grace ran out and SIGKILL was needed.
+  bool stop(std::chrono::milliseconds grace);
+  void kill();
+
+  bool all_exited() const;
+  // The global ranks still running.
+  std::vector<std::int32_t> running() const;
+  std::optional<int> status(std::int32_t rank) const;
+
+ private:
+  struct Process;
+
+  void spawn(const RankProcess& rank);
+  void wait_for(Process& process);
+  bool all_exited_locked() const;
+
+  const RankGroupOptions options_;
+  LineSink& output_;
+  const ExitCallback on_exit_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable exited_;
+  bool kill_requested_ = false;                    // guarded by mutex_
+  std::vector<std::unique_ptr<Process>> processes_;  // guarded by mutex_ (statuses)
+};
+
+// Resolves a program as execve would be asked to run it: a name without a slash is looked
+// up in PATH, a relative path against working_dir. SpawnError (127/126) when it does not
+// exist or is not executable.
+std::string resolve_program(const std::string& program, const std::string& working_dir, const std::string& path);
+
+}  // namespace fabric::launcher
