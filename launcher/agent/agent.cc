@@ -387,7 +387,10 @@ struct Agent::Impl {
       return;
     }
     if (it->second->generation() > stop.generation()) return;  // a late stop never kills a newer generation
+    if (it->second->stopping) return;
     say("stopping job " + stop.job_id() + " generation " + std::to_string(it->second->generation()));
+    // Ranks that heartbeat learn why during the grace period (RankHeartbeatResponse).
+    server.service().request_stop(stop.job_id(), v1::StopJob::Reason_Name(stop.reason()));
     stop_run(it->second, to_milliseconds(stop.grace_period()), release);
   }
 

@@ -109,7 +109,9 @@ int submit(CLI::App& command, const std::string& server, const SubmitFlags& flag
   if (!flags.spec_file.empty()) {
     if (!rest.empty()) return fail(kUsageError, "submit takes a --spec file or a PROGRAM, not both");
     try {
-      spec = parse_json_spec(read_text(flags.spec_file));
+      const bool yaml = flags.spec_file.ends_with(".yaml") || flags.spec_file.ends_with(".yml");
+      const std::string text = read_text(flags.spec_file);
+      spec = yaml ? parse_yaml_spec(text) : parse_json_spec(text);
     } catch (const std::invalid_argument& error) {
       return fail(kUsageError, flags.spec_file + ": " + error.what());
     }
@@ -283,7 +285,8 @@ std::vector<Registered> add_client_commands(CLI::App& app) {
   auto submit_flags = std::make_shared<SubmitFlags>();
   add_job_flags(*submit_command, submit_flags->job, /*cluster=*/true);
   submit_command->add_option("--spec", submit_flags->spec_file,
-                             "a JobSpec as JSON (proto/fabric/v1/job.proto; unknown fields are refused)");
+                             "a JobSpec as JSON, or YAML when it ends in .yaml/.yml (proto/fabric/v1/job.proto's fields; unknown "
+                             "fields are refused)");
   submit_command->add_option("--request-id", submit_flags->request_id,
                              "idempotency key: submitting again with it returns the same job");
   submit_command->prefix_command();

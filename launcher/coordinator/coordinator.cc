@@ -266,6 +266,23 @@ struct Coordinator::Impl {
     changed.notify_all();
   }
 
+  // The StopJob for ranks of `generation` that should not run: a restart's (the job keeps
+  // its rendezvous) or an end's.
+  v1::Assignment stop_assignment(JobEntry* entry, const std::string& job_id, std::int32_t generation) {
+    v1::Assignment assignment;
+    auto& stop = *assignment.mutable_stop();
+    stop.set_job_id(job_id);
+    stop.set_generation(generation);
+    if (!entry) return assignment;
+    set_duration(stop.mutable_grace_period(), grace_period(entry->spec()));
+    const v1::JobState state = entry->job().state();
+    stop.set_reason(state == v1::JOB_STATE_RESTARTING  ? v1::StopJob::REASON_RESTART
+                    : state == v1::JOB_STATE_CANCELLED ? v1::StopJob::REASON_CANCELLED
+                    : state == v1::JOB_STATE_FAILED    ? v1::StopJob::REASON_FAILED
+                                                       : v1::StopJob::REASON_UNSPECIFIED);
+    return assignment;
+  }
+
   void stop_on_nodes(JobEntry& entry, v1::StopJob::Reason reason, milliseconds grace) {
     for (const std::string& agent_id : entry.stored.record.agent_ids()) {
       v1::Assignment assignment;
@@ -730,18 +747,15 @@ struct Coordinator::Impl {
     if (session == sessions.end()) return session_ended(request.agent_id());
     session->second.last_heard = options.clock();
     if (request.free_port() > 0) session->second.free_port = request.free_port();
-    // Ranks the agent runs that nobody expects any more (a lost stop) are stopped again.
+    // Ranks the agent runs that nobody expects any more (a stop lost with a stream, or with
+    // a restart of the coordinator) are stopped again. A stop the agent already carries out
+    // is a no-op there, so repeating it is harmless.
     for (const auto& running : request.running()) {
       JobEntry* entry = find(running.job_id());
-      // (A stop the agent already carries out is a no-op there, so repeating it is harmless.)
-      const bool expected = entry && !is_terminal(entry->job().state()) &&
-                            entry->job().state() != v1::JOB_STATE_PENDING &&
-                            running.generation() == entry->placed_generation();
-      if (expected) continue;
-      v1::Assignment assignment;
-      assignment.mutable_stop()->set_job_id(running.job_id());
-      assignment.mutable_stop()->set_generation(running.generation());
-      send(request.agent_id(), std::move(assignment));
+      if (entry && entry->job().state() == v1::JOB_STATE_RUNNING && running.generation() == entry->placed_generation()) {
+        continue;
+      }
+      send(request.agent_id(), stop_assignment(entry, running.job_id(), running.generation()));
     }
     return grpc::Status::OK;
   }
@@ -753,16 +767,20 @@ struct Coordinator::Impl {
     if (it == sessions.end()) return session_ended(agent_id);
     const std::uint64_t epoch = ++it->second.stream_epoch;
     changed.notify_all();  // an older stream of this session ends
-    // What the agent should be running, again: StartRanks it already runs are no-ops.
+    // What the agent should be running, again (StartRanks it already runs are no-ops), and
+    // the stops of what it should not: whatever the old stream left unsent is covered.
     it->second.outbox.clear();
     for (auto& [job_id, entry] : jobs) {
-      if (entry->job().state() != v1::JOB_STATE_RUNNING) continue;
       const auto& record = entry->stored.record;
       for (int node_rank = 0; node_rank < record.agent_ids_size(); ++node_rank) {
-        if (record.agent_ids(node_rank) != agent_id || node_rank >= record.assignments_size()) continue;
-        v1::Assignment assignment;
-        *assignment.mutable_start() = record.assignments(node_rank);
-        it->second.outbox.push_back(std::move(assignment));
+        if (record.agent_ids(node_rank) != agent_id || live_ranks_on(*entry, node_rank) == 0) continue;
+        if (entry->job().state() == v1::JOB_STATE_RUNNING && node_rank < record.assignments_size()) {
+          v1::Assignment assignment;
+          *assignment.mutable_start() = record.assignments(node_rank);
+          it->second.outbox.push_back(std::move(assignment));
+        } else {
+          it->second.outbox.push_back(stop_assignment(entry.get(), job_id, entry->placed_generation()));
+        }
       }
     }
     for (;;) {

@@ -1,6 +1,9 @@
 #include "jobs/job_spec.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <yaml-cpp/yaml.h>
+
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <stdexcept>
@@ -109,6 +112,43 @@ v1::JobSpec parse_json_spec(const std::string& text) {
   const auto status = google::protobuf::util::JsonStringToMessage(text, &spec, options);
   if (!status.ok()) throw std::invalid_argument("the job spec is not a valid JobSpec: " + status.ToString());
   return spec;
+}
+
+namespace {
+
+// YAML to JSON for protobuf's parser. Every scalar becomes a JSON string: proto3's JSON
+// mapping takes "4" for an int32, enum names and "60s" durations as strings, and JobSpec
+// has no bool field, so an env value such as `OMP_NUM_THREADS: 1` stays a string.
+nlohmann::json to_json(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json object = nlohmann::json::object();
+      for (const auto& entry : node) object[entry.first.as<std::string>()] = to_json(entry.second);
+      return object;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json array = nlohmann::json::array();
+      for (const auto& item : node) array.push_back(to_json(item));
+      return array;
+    }
+    case YAML::NodeType::Scalar:
+      return node.as<std::string>();
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+v1::JobSpec parse_yaml_spec(const std::string& text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& error) {
+    throw std::invalid_argument(std::string("the job spec is not valid YAML: ") + error.what());
+  }
+  if (!root.IsMap()) throw std::invalid_argument("the job spec must be a YAML mapping of JobSpec fields");
+  return parse_json_spec(to_json(root).dump());
 }
 
 }  // namespace fabric::launcher

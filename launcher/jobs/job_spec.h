@@ -44,5 +44,8 @@ StreamSelection console_streams(const fabric::v1::LogOptions& log);
 // Parses a JSON job spec (protobuf's JSON mapping: "nprocPerNode" or "nproc_per_node").
 // Unknown fields are refused, naming them. Throws std::invalid_argument.
 fabric::v1::JobSpec parse_json_spec(const std::string& text);
+// The same spec written as YAML (the same field names; durations as "60s"). Throws
+// std::invalid_argument, with the line for a YAML syntax error.
+fabric::v1::JobSpec parse_yaml_spec(const std::string& text);
 
 }  // namespace fabric::launcher

@@ -13,11 +13,11 @@ bool can_transition(v1::JobState from, v1::JobState to) {
   if (to == v1::JOB_STATE_CANCELLED) return true;
   switch (from) {
     case v1::JOB_STATE_PENDING:
-      return to == v1::JOB_STATE_RUNNING || to == v1::JOB_STATE_FAILED;
+      return to == v1::JOB_STATE_RUNNING;
     case v1::JOB_STATE_RUNNING:
       return to == v1::JOB_STATE_SUCCEEDED || to == v1::JOB_STATE_RESTARTING || to == v1::JOB_STATE_FAILED;
     case v1::JOB_STATE_RESTARTING:
-      return to == v1::JOB_STATE_RUNNING || to == v1::JOB_STATE_PENDING || to == v1::JOB_STATE_FAILED;
+      return to == v1::JOB_STATE_RUNNING || to == v1::JOB_STATE_PENDING;
     default:
       return false;
   }

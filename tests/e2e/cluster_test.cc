@@ -1,5 +1,5 @@
 // fabricd across nodes, end to end: a coordinator and two agents, each in a network
-// namespace of its own (tests/e2e/network_lab.h), running real jobs submitted with
+// namespace of its own (tests/support/network_lab.h), running real jobs submitted with
 // `fabricd submit` and followed with `fabricd watch`:
 //   * the digits example trains with 2 nodes x 2 ranks under DDP (Gloo across the
 //     namespaces, the store on node rank 0's agent) to the accuracy of one node;
@@ -16,7 +16,7 @@
 #include <regex>
 #include <string>
 
-#include "e2e/network_lab.h"
+#include "support/network_lab.h"
 #include "support/processes.h"
 #include "support/temp_dir.h"
 

@@ -23,7 +23,7 @@ int required_int(const char* name, const std::string& launcher) {
   return static_cast<int>(*value);
 }
 
-// fabricd sets torchrun's variables plus its own (DESIGN.md, "The rank environment").
+// fabricd sets torchrun's variables plus its own (docs/ARCHITECTURE.md, "The rank environment").
 Values from_torchrun_variables(const std::string& name) {
   Values values{.name = name, .external = true};
   values.world_size = required_int("WORLD_SIZE", name);
