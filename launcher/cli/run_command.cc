@@ -1,4 +1,7 @@
 // fabricd run: one job on this node (local/local_job.h), the torchrun experience.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
 #include <filesystem>
 #include <iostream>
 
@@ -9,6 +12,7 @@
 #include "cli/signals.h"
 #include "jobs/job_spec.h"
 #include "local/local_job.h"
+#include "local/local_job_service.h"
 #include "ranks/rank_group.h"
 
 namespace fabric::launcher::cli {
@@ -23,7 +27,7 @@ constexpr const char* kExitCodes =
     "rendezvous timed out, 126 when PROGRAM is not executable or cannot start, 127 when it does not exist, "
     "128+N when fabricd itself was stopped by signal N.";
 
-int run_job(CLI::App& command, const JobFlags& flags, std::vector<std::string> program) {
+int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, std::vector<std::string> program) {
   // Without "--", the parser's prefix command left PROGRAM [ARGS...] in remaining(); with
   // one after PROGRAM, it belongs to the program's own arguments.
   std::vector<std::string> rest = command.remaining();
@@ -47,9 +51,32 @@ int run_job(CLI::App& command, const JobFlags& flags, std::vector<std::string> p
   }
   block_stop_signals();
   try {
-    LocalJob job(std::move(spec), std::cout, std::cerr);
+    const std::string job_id = unique_local_job_id();
+    std::atomic<LocalJob*> running{nullptr};  // for CancelJob, once the job exists
+    std::unique_ptr<LocalJobService> service;
+    std::unique_ptr<grpc::Server> server;
+    if (!serve.empty()) {
+      service = std::make_unique<LocalJobService>(job_id, spec, [&running] {
+        if (LocalJob* job = running.load()) job->request_stop(SIGTERM, false);
+      });
+      int port = 0;
+      grpc::ServerBuilder builder;
+      builder.AddListeningPort(serve, grpc::InsecureServerCredentials(), &port);
+      builder.RegisterService(service.get());
+      server = builder.BuildAndStart();
+      if (!server || port == 0) return fail(kUsageError, "--serve " + serve + ": cannot listen there");
+      std::cerr << "fabricd: serving JobService for job " << job_id << " on "
+                << serve.substr(0, serve.rfind(':')) << ":" << port << std::endl;
+    }
+    LocalJob job(std::move(spec), std::cout, std::cerr, service ? service->hooks() : LocalJobHooks{}, job_id);
+    running.store(&job);
     handle_stop_signals([&job](int signal, bool repeated) { job.request_stop(signal, repeated && signal == SIGINT); });
-    return job.run();
+    const int status = job.run();
+    if (service) {  // before `job` goes: CancelJob may call it until the server has shut down
+      service->shutdown();
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    }
+    return status;
   } catch (const std::exception& error) {  // e.g. no loopback port for the rendezvous
     return fail(kCannotStart, error.what());
   }
@@ -62,11 +89,15 @@ Registered add_run(CLI::App& app) {
       "run", "Run PROGRAM [ARGS...] as --nproc-per-node ranks on this node, restarting the whole group when a rank "
              "fails");
   auto flags = std::make_shared<JobFlags>();
+  auto serve = std::make_shared<std::string>();
   add_job_flags(*command, *flags, /*cluster=*/false);
+  command->add_option("--serve", *serve,
+                      "also serve JobService for this job on host:port (port 0: any free one), so that fabricd "
+                      "watch/logs/cancel --server or any gRPC client follows it; off by default");
   command->footer(kExitCodes);
   command->prefix_command();  // PROGRAM and everything after it belong to the program
-  return {command, [command, flags](const std::vector<std::string>& program) {
-            return run_job(*command, *flags, program);
+  return {command, [command, flags, serve](const std::vector<std::string>& program) {
+            return run_job(*command, *flags, *serve, program);
           }};
 }
 

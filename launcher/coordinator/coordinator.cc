@@ -13,8 +13,9 @@
 #include <sstream>
 #include <thread>
 
-#include "coordinator/log_buffer.h"
+#include "jobs/log_buffer.h"
 #include "coordinator/placement.h"
+#include "jobs/job_feed.h"
 #include "jobs/job_spec.h"
 #include "jobs/job_state.h"
 #include "ranks/rank_environment.h"
@@ -28,7 +29,7 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// How long a stream handler sleeps between looks at its client's cancellation.
+// How long the assignment stream sleeps between looks at its client's cancellation.
 constexpr milliseconds kStreamPoll{500};
 
 std::string random_hex(int digits) {
@@ -51,10 +52,6 @@ std::string new_job_id(const std::string& name) {
 google::protobuf::Timestamp now_timestamp() { return TimeUtil::GetCurrentTime(); }
 
 std::string host_of(const std::string& address) { return address.substr(0, address.rfind(':')); }
-
-grpc::Status not_found_job(const std::string& job_id) {
-  return {grpc::StatusCode::NOT_FOUND, "no job '" + job_id + "' (never submitted, or already forgotten: see fabricd list)"};
-}
 
 grpc::Status session_ended(const std::string& agent_id) {
   return {grpc::StatusCode::NOT_FOUND,
@@ -90,7 +87,7 @@ std::string filter_key(const v1::ListJobsRequest& request) {
 
 }  // namespace
 
-struct Coordinator::Impl {
+struct Coordinator::Impl final : JobFeed {
   // One agent session.
   struct Session {
     StoredSession stored;
@@ -136,11 +133,11 @@ struct Coordinator::Impl {
     }
     grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                           grpc::ServerWriter<v1::JobEvent>* writer) override {
-      return impl_.watch(*context, request->job_id(), *writer);
+      return watch_job(impl_, *context, request->job_id(), *writer);
     }
     grpc::Status StreamLogs(grpc::ServerContext* context, const v1::StreamLogsRequest* request,
                             grpc::ServerWriter<v1::LogLine>* writer) override {
-      return impl_.stream_logs(*context, *request, *writer);
+      return launcher::stream_logs(impl_, *context, *request, *writer);
     }
 
    private:
@@ -204,7 +201,7 @@ struct Coordinator::Impl {
     reconciler = std::thread([this] { reconcile_loop(); });
   }
 
-  ~Impl() { shutdown(); }
+  ~Impl() override { shutdown(); }
 
   void shutdown() {
     {
@@ -388,7 +385,7 @@ struct Coordinator::Impl {
     transition(entry, v1::JOB_STATE_RUNNING,
                "running generation " + std::to_string(generation) + " on " + std::to_string(num_nodes) +
                    (num_nodes == 1 ? " node" : " nodes") + " (" + std::to_string(num_nodes * spec.nproc_per_node()) +
-                   " ranks)");
+                   (num_nodes * spec.nproc_per_node() == 1 ? " rank)" : " ranks)"));
   }
 
   // A rank of the current generation failed while the job ran: restart or fail.
@@ -579,7 +576,7 @@ struct Coordinator::Impl {
   grpc::Status get(const std::string& job_id, v1::Job& response) {
     std::lock_guard lock(mutex);
     JobEntry* entry = find(job_id);
-    if (!entry) return not_found_job(job_id);
+    if (!entry) return job_not_found(job_id);
     response = entry->job();
     return grpc::Status::OK;
   }
@@ -623,7 +620,7 @@ struct Coordinator::Impl {
   grpc::Status cancel(const v1::CancelJobRequest& request, v1::Job& response) {
     std::lock_guard lock(mutex);
     JobEntry* entry = find(request.job_id());
-    if (!entry) return not_found_job(request.job_id());
+    if (!entry) return job_not_found(request.job_id());
     const v1::JobState state = entry->job().state();
     if (state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED) {
       return {grpc::StatusCode::FAILED_PRECONDITION,
@@ -640,64 +637,17 @@ struct Coordinator::Impl {
     return grpc::Status::OK;
   }
 
-  grpc::Status watch(grpc::ServerContext& context, const std::string& job_id, grpc::ServerWriter<v1::JobEvent>& writer) {
-    std::unique_lock lock(mutex);
-    JobEntry* entry = find(job_id);
-    if (!entry) return not_found_job(job_id);
-    // The snapshot first, then every event after it, each delivered on its own.
-    v1::JobEvent snapshot = event_of(*entry, v1::JOB_STATE_UNSPECIFIED);
-    std::size_t next = entry->events.size();
-    lock.unlock();
-    if (!writer.Write(snapshot)) return grpc::Status::CANCELLED;
-    bool ended = is_terminal(snapshot.job().state());
-    lock.lock();
-    while (!ended) {
-      changed.wait_for(lock, kStreamPoll, [&] {
-        entry = find(job_id);
-        return shutting_down || !entry || next < entry->events.size();
-      });
-      if (context.IsCancelled()) return grpc::Status::CANCELLED;
-      if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down; watch again"};
-      if (!entry) return not_found_job(job_id);
-      while (next < entry->events.size() && !ended) {
-        const v1::JobEvent event = entry->events[next++];
-        ended = is_terminal(event.job().state());
-        lock.unlock();
-        if (!writer.Write(event)) return grpc::Status::CANCELLED;
-        lock.lock();
-        entry = find(job_id);
-        if (!entry) return ended ? grpc::Status::OK : not_found_job(job_id);
-      }
-    }
-    return grpc::Status::OK;
-  }
+  // --- JobFeed (WatchJob, StreamLogs) ---------------------------------------------
 
-  grpc::Status stream_logs(grpc::ServerContext& context, const v1::StreamLogsRequest& request,
-                           grpc::ServerWriter<v1::LogLine>& writer) {
-    LogFilter filter{.ranks = {request.ranks().begin(), request.ranks().end()}, .stream = request.stream()};
-    std::unique_lock lock(mutex);
-    JobEntry* entry = find(request.job_id());
-    if (!entry) return not_found_job(request.job_id());
-    auto lines = entry->logs.tail(filter, request.tail_lines());
-    std::uint64_t cursor = entry->logs.last_sequence();
-    for (;;) {
-      const bool ended = is_terminal(entry->job().state()) && all_ranks_ended(*entry);
-      lock.unlock();
-      for (const auto& [sequence, line] : lines) {
-        if (!writer.Write(line)) return grpc::Status::CANCELLED;
-      }
-      // Lines an agent pushes after the last exit report are still on their way; a
-      // finished job is closed once they have had a tick to arrive.
-      if (!request.follow() || (ended && lines.empty())) return grpc::Status::OK;
-      lock.lock();
-      changed.wait_for(lock, kStreamPoll);
-      if (context.IsCancelled()) return grpc::Status::CANCELLED;
-      if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"};
-      entry = find(request.job_id());
-      if (!entry) return grpc::Status::OK;  // forgotten: nothing more will come
-      lines = entry->logs.since(filter, cursor);
-      cursor = entry->logs.last_sequence();
-    }
+  std::mutex& feed_mutex() override { return mutex; }
+  std::condition_variable& feed_changed() override { return changed; }
+  bool feed_closed() const override { return shutting_down; }
+  std::optional<View> view(const std::string& job_id) override {
+    JobEntry* entry = find(job_id);
+    if (!entry) return std::nullopt;
+    return View{.events = &entry->events,
+                .logs = &entry->logs,
+                .finished = is_terminal(entry->job().state()) && all_ranks_ended(*entry)};
   }
 
   // --- AgentService -----------------------------------------------------------------
@@ -813,7 +763,7 @@ struct Coordinator::Impl {
     if (session == sessions.end()) return session_ended(request.agent_id());
     session->second.last_heard = options.clock();
     JobEntry* entry = find(request.job_id());
-    if (!entry) return not_found_job(request.job_id());
+    if (!entry) return job_not_found(request.job_id());
     on_rank_exit(*entry, request.exit());
     return grpc::Status::OK;
   }

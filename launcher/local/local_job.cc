@@ -36,13 +36,6 @@ std::string describe(int status) {
   return "exit code " + std::to_string(status);
 }
 
-std::string unique_job_id() {
-  std::random_device random;
-  std::ostringstream id;
-  id << "local-" << ::getpid() << "-" << std::hex << (random() & 0xffffff);
-  return id.str();
-}
-
 // Why a generation ended badly: the first rank to fail, and how.
 struct Failure {
   enum class Cause { kExited, kHung, kRendezvousTimeout };
@@ -53,9 +46,17 @@ struct Failure {
 
 }  // namespace
 
+std::string unique_local_job_id() {
+  std::random_device random;
+  std::ostringstream id;
+  id << "local-" << ::getpid() << "-" << std::hex << (random() & 0xffffff);
+  return id.str();
+}
+
 struct LocalJob::Impl {
   const v1::JobSpec spec;
-  const std::string job_id = unique_job_id();
+  const std::string job_id;
+  const LocalJobHooks hooks;
   const HealthWatch health;
   std::shared_ptr<ConsoleSink> console;
   OutputRouter router;
@@ -70,13 +71,17 @@ struct LocalJob::Impl {
   std::optional<int> stop_signal;
   bool kill_now = false;
 
-  Impl(v1::JobSpec job, std::ostream& out, std::ostream& err_stream)
-      : spec(std::move(job)), health(heartbeat_timeout(spec), rdzv_timeout(spec)) {
+  Impl(v1::JobSpec job, std::ostream& out, std::ostream& err_stream, LocalJobHooks job_hooks, std::string id)
+      : spec(std::move(job)),
+        job_id(id.empty() ? unique_local_job_id() : std::move(id)),
+        hooks(std::move(job_hooks)),
+        health(heartbeat_timeout(spec), rdzv_timeout(spec)) {
     std::set<std::int32_t> console_ranks(spec.log().console_ranks().begin(), spec.log().console_ranks().end());
     console = std::make_shared<ConsoleSink>(out, err_stream, console_streams(spec.log()), std::move(console_ranks));
     router.add(console);
     if (!spec.log().dir().empty()) router.add(std::make_shared<FileSink>(spec.log().dir(), file_streams(spec.log())));
     router.add(tail);
+    if (hooks.lines) router.add(hooks.lines);
     server.service().start_job(job_id, spec.nproc_per_node(),
                                {.rdzv_timeout = rdzv_timeout(spec), .heartbeat_interval = health.heartbeat_interval()});
   }
@@ -171,8 +176,28 @@ struct LocalJob::Impl {
     return summary;
   }
 
+  void tell(v1::JobState state, std::int32_t generation, const std::string& message) {
+    if (hooks.on_state) hooks.on_state(state, generation, message);
+  }
+
+  // run_generations(), and the terminal state its status means.
   int run() {
-    for (std::int32_t generation = 0;; ++generation) {
+    std::int32_t generation = 0;
+    const int status = run_generations(generation);
+    if (status == 0) {
+      tell(v1::JOB_STATE_SUCCEEDED, generation, "every rank of generation " + std::to_string(generation) + " exited 0");
+    } else if (stop_signal && status == 128 + *stop_signal) {
+      tell(v1::JOB_STATE_CANCELLED, generation, "cancelled: fabricd received signal " + std::to_string(*stop_signal));
+    } else {
+      tell(v1::JOB_STATE_FAILED, generation, last_failure);
+    }
+    return status;
+  }
+
+  std::string last_failure;  // the summary of the last failed generation
+
+  int run_generations(std::int32_t& generation) {
+    for (generation = 0;; ++generation) {
       if (generation > 0) server.service().begin_generation(job_id, generation);
       tail->clear();
       std::unique_lock lock(mutex);
@@ -183,8 +208,10 @@ struct LocalJob::Impl {
                                             [this](const RankEnded& ended) { on_exit(ended); });
       } catch (const SpawnError& error) {  // e.g. execve refused the program
         say(error.what());
+        last_failure = error.what();
         return kCannotStart;
       }
+      tell(v1::JOB_STATE_RUNNING, generation, "running generation " + std::to_string(generation));
       supervise(lock);
       if (stop_signal && !failure) {
         say("stopping the job (signal " + std::to_string(*stop_signal) + ")");
@@ -199,6 +226,7 @@ struct LocalJob::Impl {
       const Failure first = *failure;
       if (first.cause == Failure::Cause::kRendezvousTimeout) {
         say(first.detail);
+        last_failure = first.detail;
         stop_group(lock);
         end_generation(lock);
         return kRendezvousTimeout;
@@ -211,9 +239,12 @@ struct LocalJob::Impl {
       const int status = *group->status(first.rank);
       end_generation(lock);
       const std::string summary = failure_summary(first, status, generation);
+      // "rank 1 failed first, with ...": the summary's first line without its "job failed: ".
+      last_failure = summary.substr(std::string("job failed: ").size(), summary.find('\n') - std::string("job failed: ").size());
       if (generation < spec.max_restarts() && !stop_signal) {
         say("restarting the job: generation " + std::to_string(generation + 1) + " of at most " +
                    std::to_string(spec.max_restarts() + 1));
+        tell(v1::JOB_STATE_RESTARTING, generation + 1, "restarting after " + last_failure);
         continue;
       }
       say(summary);
@@ -235,8 +266,10 @@ struct LocalJob::Impl {
   }
 };
 
-LocalJob::LocalJob(v1::JobSpec spec, std::ostream& out, std::ostream& err)
-    : impl_(std::make_unique<Impl>(std::move(spec), out, err)) {}
+LocalJob::LocalJob(v1::JobSpec spec, std::ostream& out, std::ostream& err, LocalJobHooks hooks, std::string job_id)
+    : impl_(std::make_unique<Impl>(std::move(spec), out, err, std::move(hooks), std::move(job_id))) {}
+
+const std::string& LocalJob::job_id() const { return impl_->job_id; }
 LocalJob::~LocalJob() = default;
 
 int LocalJob::run() { return impl_->run(); }

@@ -8,10 +8,13 @@
 // One LocalJob per job; run() blocks; request_stop() may be called from any thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <ostream>
+#include <string>
 
 #include "fabric/v1/job.pb.h"
+#include "ranks/output_router.h"
 
 namespace fabric::launcher {
 
@@ -21,11 +24,25 @@ inline constexpr int kRendezvousTimeout = 3;
 // run()'s status when fabricd could not start a rank or serve the rendezvous.
 inline constexpr int kCannotStart = 126;
 
+// What a LocalJob tells whoever serves it (`fabricd run --serve`): every rank line, and
+// each change of its state in job.proto's terms (RUNNING with the generation, RESTARTING,
+// and the terminal state run() ends in).
+struct LocalJobHooks {
+  std::shared_ptr<LineSink> lines;
+  std::function<void(fabric::v1::JobState state, std::int32_t generation, const std::string& message)> on_state;
+};
+
+// A job id unique on this machine: "local-<pid>-<random>".
+std::string unique_local_job_id();
+
 class LocalJob {
  public:
   // spec: validated, defaults filled in (jobs/job_spec.h); spec.program resolved.
   // Rank lines go to out/err ("[rank N] ..."), fabricd's own messages to err.
-  LocalJob(fabric::v1::JobSpec spec, std::ostream& out, std::ostream& err);
+  // job_id: FABRICD_JOB_ID of the ranks ("" = one made unique per run, "local-PID-...").
+  LocalJob(fabric::v1::JobSpec spec, std::ostream& out, std::ostream& err, LocalJobHooks hooks = {},
+           std::string job_id = "");
+  const std::string& job_id() const;
   ~LocalJob();
   LocalJob(const LocalJob&) = delete;
   LocalJob& operator=(const LocalJob&) = delete;

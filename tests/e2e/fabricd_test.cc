@@ -14,11 +14,14 @@
 #include <cstdio>
 #include <future>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "support/network_lab.h"  // Daemon
 #include "support/processes.h"
+#include "support/temp_dir.h"
 
 namespace fabric {
 namespace {
@@ -220,6 +223,67 @@ TEST(FabricdRun, BadInvocationsGiveOneLineAndADistinctCode) {
   CommandResult help = run_command(kFabricd + " run --help");
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.output.find("--max-restarts"), std::string::npos) << help.output;
+}
+
+// Found when tried as a new user would: torchrun's `--` before the program, a repeated
+// --env that must not swallow the program, --version, and the variables torchrun sets that
+// programs read to resume after a restart.
+TEST(FabricdRun, TakesTorchrunsSeparatorAndEnvFlagsWithoutSwallowingTheProgram) {
+  CommandResult separated = run_command(kFabricd + " run --nproc-per-node 1 -- /bin/sh -c 'echo hi'");
+  EXPECT_EQ(separated.status, 0) << separated.output;
+  EXPECT_NE(separated.output.find("[rank 0] hi"), std::string::npos) << separated.output;
+  CommandResult env = run_command(kFabricd + " run --env A=B --env C=D /bin/sh -c 'echo $A$C'");
+  EXPECT_EQ(env.status, 0) << env.output;
+  EXPECT_NE(env.output.find("[rank 0] BD"), std::string::npos) << env.output;
+  // A `--` after the program is the program's own.
+  CommandResult own = run_command(kFabricd + " run /bin/sh -c 'echo \"$0 $1\"' -- x");
+  EXPECT_NE(own.output.find("[rank 0] -- x"), std::string::npos) << own.output;
+  CommandResult version = run_command(kFabricd + " --version");
+  EXPECT_EQ(version.status, 0);
+  EXPECT_EQ(version.output.rfind("fabricd ", 0), 0u) << version.output;
+}
+
+TEST(FabricdRun, GivesTheRanksTorchrunsRestartVariables) {
+  CommandResult result = run_command(
+      kFabricd + " run --nproc-per-node 2 --max-restarts 3 /bin/sh -c 'echo $RANK:$TORCHELASTIC_RUN_ID:"
+                 "$TORCHELASTIC_RESTART_COUNT:$TORCHELASTIC_MAX_RESTARTS:$GROUP_WORLD_SIZE:$ROLE_RANK:"
+                 "$ROLE_WORLD_SIZE:$FABRICD_JOB_ID'");
+  ASSERT_EQ(result.status, 0) << result.output;
+  const auto line = result.output.find("[rank 1] 1:local-");
+  ASSERT_NE(line, std::string::npos) << result.output;
+  const std::string fields = result.output.substr(line + 9, result.output.find('\n', line) - line - 9);
+  // RANK:RUN_ID:RESTART_COUNT:MAX_RESTARTS:GROUP_WORLD_SIZE:ROLE_RANK:ROLE_WORLD_SIZE:JOB_ID
+  const std::string run_id = fields.substr(2, fields.find(':', 2) - 2);
+  EXPECT_EQ(fields, "1:" + run_id + ":0:3:1:1:2:" + run_id);
+}
+
+// `fabricd run --serve`: the same JobService a cluster has, for one local job.
+TEST(FabricdRun, ServeLetsAClientReadTheLogsAndCancelTheJob) {
+  testing::ScopedTempDir dir;
+  testing::Daemon run(kFabricd + " run --serve 127.0.0.1:0 --nproc-per-node 2 --grace-period 5 /bin/sh -c "
+                                 "'echo up $RANK; exec sleep 60'",
+                      dir.path() + "/run.log");
+  ASSERT_TRUE(run.wait_for_output("[rank 1] up 1", std::chrono::seconds(20))) << run.output();
+  const std::string output = run.output();
+  const auto at = output.find("serving JobService for job ");
+  ASSERT_NE(at, std::string::npos) << output;
+  std::istringstream words(output.substr(at + 27));
+  std::string job, on, server;
+  words >> job >> on >> server;
+  CommandResult logs = run_command(kFabricd + " logs " + job + " --server " + server);
+  EXPECT_EQ(logs.status, 0) << logs.output;
+  EXPECT_NE(logs.output.find("[rank 0] up 0"), std::string::npos) << logs.output;
+  EXPECT_NE(logs.output.find("[rank 1] up 1"), std::string::npos) << logs.output;
+  CommandResult submit = run_command(kFabricd + " submit --server " + server + " /bin/true");
+  EXPECT_EQ(submit.status, 4) << submit.output;
+  EXPECT_NE(submit.output.find("FAILED_PRECONDITION"), std::string::npos) << submit.output;
+  CommandResult cancel = run_command(kFabricd + " cancel " + job + " --server " + server + " --reason test");
+  EXPECT_EQ(cancel.status, 0) << cancel.output;
+  EXPECT_NE(cancel.output.find("CANCELLED"), std::string::npos) << cancel.output;
+  // The ranks get SIGTERM (sleep dies of it at once), and fabricd ends with their status.
+  const auto status = run.wait(std::chrono::milliseconds(10'000));
+  ASSERT_TRUE(status) << run.output();
+  EXPECT_EQ(*status, 128 + SIGTERM) << run.output();
 }
 
 }  // namespace

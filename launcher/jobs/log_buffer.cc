@@ -1,4 +1,4 @@
-#include "coordinator/log_buffer.h"
+#include "jobs/log_buffer.h"
 
 #include <algorithm>
 
