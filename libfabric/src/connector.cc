@@ -141,7 +141,9 @@ std::shared_ptr<Strategy> resolve(FabricOptions options) {
   if (strategy == "single_device") {
     const torch::Device root = parallel_devices.front();
     auto precision = precision::make_precision(precision_name, root);
-    return std::make_shared<strategies::SingleDeviceStrategy>(root, std::move(accelerator), std::move(precision));
+    auto single = std::make_shared<strategies::SingleDeviceStrategy>(root, std::move(accelerator), std::move(precision));
+    single->set_launcher(environment->launcher());  // a one-rank fabricd job still heartbeats
+    return single;
   }
   const int local_rank = launched_outside ? environment->local_rank() : 0;
   const torch::Device root = parallel_devices.at(static_cast<size_t>(
@@ -149,8 +151,12 @@ std::shared_ptr<Strategy> resolve(FabricOptions options) {
   auto precision = precision::make_precision(precision_name, root);
   strategies::DDPOptions ddp{.find_unused_parameters = strategy == "ddp_find_unused_parameters_true",
                              .timeout = options.timeout};
-  return std::make_shared<strategies::DDPStrategy>(parallel_devices, options.num_nodes, std::move(environment),
-                                                   std::move(accelerator), std::move(precision), ddp);
+  LauncherServices* launcher = environment->launcher();
+  auto ddp_strategy = std::make_shared<strategies::DDPStrategy>(parallel_devices, options.num_nodes,
+                                                                std::move(environment), std::move(accelerator),
+                                                                std::move(precision), ddp);
+  ddp_strategy->set_launcher(launcher);
+  return ddp_strategy;
 }
 
 }  // namespace fabric::connector

@@ -8,7 +8,7 @@
 #include "backward_flag.h"
 #include "log/log.h"
 #include "connector.h"
-#include "environments/launcher_link.h"
+#include "environments/launcher_services.h"
 #include "utilities/env.h"
 #include "utilities/optimizer_state.h"
 
@@ -88,7 +88,7 @@ FabricOptimizer Fabric::setup_optimizers(const FabricOptimizer&) {
 void Fabric::backward(const torch::Tensor& loss) {
   detail::FabricBackwardMark mark;
   // Under DDP, backward waits for the peers' gradients: a wait, not a hang.
-  auto busy = environments::LauncherLink::busy_if_linked("backward");
+  auto busy = environments::busy(strategy_->launcher(), "backward");
   strategy_->backward(loss);
 }
 
@@ -159,11 +159,11 @@ Logger& Fabric::logger() const {
 void Fabric::barrier(std::string_view name) {
   validate_launched("barrier");
   // Under fabricd a barrier is the launcher's: a timeout there names the missing ranks.
-  if (auto* link = environments::LauncherLink::if_linked(); link && world_size() > 1) {
-    link->barrier(std::string(name), timeout_);
+  if (auto* launcher = strategy_->launcher(); launcher && world_size() > 1) {
+    launcher->barrier(std::string(name), timeout_);
     return;
   }
-  auto busy = environments::LauncherLink::busy_if_linked("barrier");
+  auto busy = environments::busy(strategy_->launcher(), "barrier");
   strategy_->barrier(name);
 }
 
@@ -172,20 +172,20 @@ void Fabric::barrier(std::string_view name) {
 torch::Tensor Fabric::all_reduce(torch::Tensor tensor, std::string_view reduce_op) {
   validate_launched("all_reduce");
   tensor = tensor.to(device());
-  auto busy = environments::LauncherLink::busy_if_linked("all_reduce");
+  auto busy = environments::busy(strategy_->launcher(), "all_reduce");
   strategy_->all_reduce(tensor, parse_reduce_op(reduce_op));
   return tensor;
 }
 
 std::vector<torch::Tensor> Fabric::all_gather(const torch::Tensor& tensor) {
   validate_launched("all_gather");
-  auto busy = environments::LauncherLink::busy_if_linked("all_gather");
+  auto busy = environments::busy(strategy_->launcher(), "all_gather");
   return strategy_->all_gather(tensor.to(device()));
 }
 
 torch::Tensor Fabric::broadcast(torch::Tensor tensor, int src) {
   validate_launched("broadcast");
-  auto busy = environments::LauncherLink::busy_if_linked("broadcast");
+  auto busy = environments::busy(strategy_->launcher(), "broadcast");
   tensor = tensor.to(device());
   strategy_->broadcast(tensor, src);
   return tensor;

@@ -1,7 +1,7 @@
 #include "fabric/wrappers.h"
 
 #include "backward_flag.h"
-#include "environments/launcher_link.h"
+#include "environments/launcher_services.h"
 
 namespace fabric {
 namespace detail {
@@ -17,15 +17,15 @@ void guard_backward(const torch::Tensor& tensor) {
   });
 }
 
-void report_progress(const char* phase) noexcept {
-  if (auto* link = environments::LauncherLink::if_linked()) link->progress().progress(phase);
+void report_progress(const Strategy& strategy, const char* phase) noexcept {
+  if (auto* launcher = strategy.launcher()) launcher->progress(phase);
 }
 
 }  // namespace detail
 
 bool FabricOptimizer::step() {
   const bool stepped = strategy_->optimizer_step(*optimizer_);
-  if (auto* link = environments::LauncherLink::if_linked()) link->progress().step();
+  if (auto* launcher = strategy_->launcher()) launcher->step();
   return stepped;
 }
 

@@ -9,6 +9,10 @@
 
 namespace fabric {
 
+// A supervising launcher's store, barriers and progress reports (src/environments/
+// launcher_services.h); only an environment whose launcher offers them has one.
+class LauncherServices;
+
 class ClusterEnvironment {
  public:
   virtual ~ClusterEnvironment() = default;
@@ -23,6 +27,10 @@ class ClusterEnvironment {
   // Where rank zero's store listens.
   virtual std::string main_address() const = 0;
   virtual int main_port() const = 0;
+  // What the launcher that started this process offers beyond its variables (fabricd: the
+  // store, barriers that name the missing ranks, hang detection), or nullptr. It lives as
+  // long as the process.
+  virtual LauncherServices* launcher() const { return nullptr; }
 };
 
 // The environment of this process; ConfigurationError for inconsistent variables (a rank

@@ -15,6 +15,7 @@
 
 #include "fabric/accelerator.h"
 #include "fabric/collective.h"
+#include "fabric/environment.h"
 #include "fabric/precision.h"
 #include "fabric/scope.h"
 
@@ -74,10 +75,16 @@ class Strategy {
 
   Accelerator& accelerator() { return *accelerator_; }
   Precision& precision() { return *precision_; }
+  // The cluster environment's launcher services (ClusterEnvironment::launcher()), for
+  // Fabric and its wrappers to report progress and use the launcher's barriers; nullptr
+  // when the launcher offers none. Set once by the connector.
+  LauncherServices* launcher() const { return launcher_; }
+  void set_launcher(LauncherServices* launcher) { launcher_ = launcher; }
 
  private:
   std::shared_ptr<Accelerator> accelerator_;
   std::unique_ptr<Precision> precision_;
+  LauncherServices* launcher_ = nullptr;
 };
 
 }  // namespace fabric

@@ -25,9 +25,9 @@ namespace detail {
 // fabric.backward(): a direct loss.backward() would skip the precision's gradient scaling.
 void guard_backward(const torch::Tensor& tensor);
 
-// Tells the launcher (fabricd's heartbeats) that the training loop is moving; does nothing
-// in a process fabricd did not start. Cheap enough for every forward.
-void report_progress(const char* phase) noexcept;
+// Tells the strategy's launcher (fabricd's heartbeats) that the training loop is moving;
+// does nothing without one. Cheap enough for every forward.
+void report_progress(const Strategy& strategy, const char* phase) noexcept;
 
 template <typename Arg>
 decltype(auto) cast_input(Arg&& arg, std::optional<torch::ScalarType> dtype) {
@@ -55,7 +55,7 @@ class FabricModule {
 
   template <typename... Args>
   auto forward(Args&&... args) {
-    detail::report_progress(module_->is_training() ? "train" : "evaluate");
+    detail::report_progress(*strategy_, module_->is_training() ? "train" : "evaluate");
     Precision& precision = strategy_->precision();
     const auto input_dtype = precision.input_dtype();
     strategy_->before_forward(*module_);

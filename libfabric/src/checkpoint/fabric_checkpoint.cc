@@ -4,7 +4,7 @@
 
 #include "checkpoint/checkpoint_file.h"
 #include "checkpoint/state_dict.h"
-#include "environments/launcher_link.h"
+#include "environments/launcher_services.h"
 #include "fabric/fabric.h"
 
 namespace fabric {
@@ -109,7 +109,7 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
     if (!keep) throw UsageError("The filter for '" + key + "' is empty; give a callable (key, value) -> bool.");
   }
   if (is_global_zero()) {
-    auto busy = environments::LauncherLink::busy_if_linked("checkpoint");
+    auto busy = environments::busy(strategy_->launcher(), "checkpoint");
     auto dict = string_dict();
     for (const auto& [key, value] : state) {
       torch::IValue converted = to_ivalue(value);
@@ -126,7 +126,7 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) {
-  auto busy = environments::LauncherLink::busy_if_linked("checkpoint");
+  auto busy = environments::busy(strategy_->launcher(), "checkpoint");
   torch::IValue checkpoint = read_top_level_dict(path);
   auto source = checkpoint.toGenericDict();
   std::vector<Commit> commits;

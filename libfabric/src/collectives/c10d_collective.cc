@@ -3,7 +3,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include "environments/launcher_link.h"
+#include "environments/launcher_services.h"
 #include "fabric/errors.h"
 
 namespace fabric::collectives {
@@ -25,7 +25,7 @@ C10dCollective::C10dCollective(const ClusterEnvironment& environment, Collective
 c10::intrusive_ptr<c10d::Store> C10dCollective::connect_store(const ClusterEnvironment& environment) const {
   // Under fabricd the launcher is the store, fenced by restart generation; elsewhere rank
   // zero serves a TCPStore at the environment's main address, as torchrun programs do.
-  if (environment.name() == "fabricd") return environments::LauncherLink::get()->store(timeout_);
+  if (auto* launcher = environment.launcher()) return launcher->store(timeout_);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(environment.main_port());
   // torchrun's agent may already serve the store at MASTER_PORT (it says so with

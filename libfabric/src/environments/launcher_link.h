@@ -1,7 +1,8 @@
-// The connection of a rank to the fabricd that started it (FABRICD_ENDPOINT is set): the
-// rendezvous store, named barriers, heartbeats and the report of an uncaught exception all
-// go through it. One per process, made on first use and never torn down (the heartbeat
-// thread and the terminate handler may need it until the very end).
+// LauncherLink: fabricd's LauncherServices, the connection of a rank to the fabricd that
+// started it (FABRICD_ENDPOINT is set): the rendezvous store, named barriers, heartbeats
+// and the report of an uncaught exception all go through it. One per process, made on
+// first use (by fabricd_environment.cc) and never torn down: the heartbeat thread and the
+// terminate handler may need it until the very end.
 #pragma once
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
@@ -14,30 +15,25 @@
 #include <optional>
 #include <string>
 
+#include "environments/launcher_services.h"
 #include "fabric/worker/progress_reporter.h"
 #include "fabric/worker/rendezvous_client.h"
 
 namespace fabric::environments {
 
-class LauncherLink {
+class LauncherLink final : public LauncherServices {
  public:
   // This process's link, or nullptr when fabricd did not start it. ConfigurationError when
   // FABRICD_ENDPOINT is set but the rest of fabricd's variables are not.
   static LauncherLink* get();
-  // The link if get() made one already, else nullptr; never throws, for the hot path.
-  static LauncherLink* if_linked() noexcept { return instance_.load(std::memory_order_acquire); }
-  // Keeps heartbeats going while a phase that waits on others runs (no-op without a link).
-  static std::optional<worker::ProgressReporter::Busy> busy_if_linked(const char* phase) {
-    if (auto* link = if_linked()) return link->progress_.busy(phase);
-    return std::nullopt;
-  }
 
   // A c10d store over the launcher's RendezvousService, for process groups.
-  c10::intrusive_ptr<c10d::Store> store(std::chrono::milliseconds timeout);
-  // Blocks until every rank of the job reaches the n-th barrier called `name`; the
-  // launcher names the missing ranks when it times out (a CollectiveError here).
-  void barrier(const std::string& name, std::chrono::milliseconds timeout);
-  worker::ProgressReporter& progress() { return progress_; }
+  c10::intrusive_ptr<c10d::Store> store(std::chrono::milliseconds timeout) override;
+  // The launcher's Barrier RPC; it names the missing ranks when it times out.
+  void barrier(const std::string& name, std::chrono::milliseconds timeout) override;
+  void progress(const char* phase) noexcept override { progress_.progress(phase); }
+  void step() noexcept override { progress_.step(); }
+  worker::ProgressReporter::Busy busy(const char* phase) override { return progress_.busy(phase); }
 
  private:
   explicit LauncherLink(worker::RankIdentity identity);

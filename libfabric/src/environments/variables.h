@@ -1,7 +1,10 @@
-// A ClusterEnvironment whose values were read once from environment variables; the
-// launcher-specific parts live in environments.cc.
+// What the per-launcher environments share (one file each: fabricd_environment.cc,
+// torchrun_environment.cc, slurm_environment.cc, standalone_environment.cc): a
+// ClusterEnvironment whose values were read once from environment variables, and the
+// readers they have in common. detect_environment() (environments.cc) asks each in turn.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "fabric/environment.h"
@@ -16,8 +19,9 @@ struct Values {
   int main_port = 0;
 };
 
-class FixedEnvironment final : public ClusterEnvironment {
+class FixedEnvironment : public ClusterEnvironment {
  public:
+  // ConfigurationError for values that cannot be (a rank outside the world, ...).
   explicit FixedEnvironment(Values values);
   std::string name() const override { return values_.name; }
   bool creates_processes_externally() const override { return values_.external; }
@@ -31,6 +35,19 @@ class FixedEnvironment final : public ClusterEnvironment {
  private:
   Values values_;
 };
+
+// Each: this process's environment when that launcher started it, else nullptr.
+std::unique_ptr<ClusterEnvironment> detect_fabricd();
+std::unique_ptr<ClusterEnvironment> detect_torchrun();
+std::unique_ptr<ClusterEnvironment> detect_slurm();
+std::unique_ptr<ClusterEnvironment> standalone();
+
+// The integer variable `name`, or fallback; required_int throws ConfigurationError naming
+// the launcher when it is unset.
+int int_var(const char* name, int fallback);
+int required_int(const char* name, const std::string& launcher);
+// torchrun's RANK, WORLD_SIZE, LOCAL_RANK, GROUP_RANK, MASTER_ADDR/PORT, which fabricd sets too.
+Values from_torchrun_variables(const std::string& name);
 
 // The first host of a Slurm node list: "a,b" / "a b" => "a", "node[5-9,12]" => "node5".
 std::string first_slurm_host(const std::string& nodelist);
