@@ -3,6 +3,8 @@
 //   barrier <generation> <system-clock ms>
 // With "crash", rank 1 of generation 0 then appends "crash <ms>" and SIGKILLs itself while
 // the others wait in a second barrier, so the launcher must restart the group.
+// With "hold" (bench/cluster), every rank of generation 0 then idles for up to 120 s, so that
+// the job is still running when the bench takes a node away; later generations exit at once.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "fabric/fabric.h"
 
@@ -40,8 +43,11 @@ int generation() {
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   const std::string out = argv[1];
-  const bool crash = argc > 2 && std::string(argv[2]) == "crash";
-  fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+  const std::string mode = argc > 2 ? argv[2] : "";
+  const bool crash = mode == "crash", hold = mode == "hold";
+  // The launcher's node count (fabricd and torchrun both set it), as examples/digits does.
+  const char* nodes = std::getenv("GROUP_WORLD_SIZE");
+  fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .num_nodes = nodes && *nodes ? std::atoi(nodes) : 1});
   fabric.launch();
   fabric.barrier();
   append(out, "barrier " + std::to_string(generation()) + " " + std::to_string(now_ms()));
@@ -52,5 +58,6 @@ int main(int argc, char** argv) {
     }
     fabric.barrier();  // never passes: rank 1 is gone
   }
+  if (hold && generation() == 0) std::this_thread::sleep_for(std::chrono::seconds(120));  // until stopped
   return 0;
 }
