@@ -92,6 +92,9 @@ struct Coordinator::Impl final : JobFeed {
   struct Session {
     StoredSession stored;
     Clock::time_point last_heard;
+    // Whether the agent has spoken since this coordinator started: a session loaded from the
+    // store gets no ranks until its first heartbeat says which port is free now.
+    bool heard = true;
     std::int32_t free_port = 0;
     std::deque<v1::Assignment> outbox;
     std::uint64_t stream_epoch = 0;  // a new stream supersedes the old one
@@ -187,7 +190,7 @@ struct Coordinator::Impl final : JobFeed {
   explicit Impl(CoordinatorOptions coordinator_options) : options(std::move(coordinator_options)) {
     for (StoredSession& stored : options.store->load_sessions()) {
       // A restarted coordinator gives every session it had one heartbeat timeout to speak.
-      Session session{.stored = stored, .last_heard = options.clock()};
+      Session session{.stored = stored, .last_heard = options.clock(), .heard = false};
       sessions.emplace(stored.agent_id, std::move(session));
     }
     for (StoredJob& stored : options.store->load_jobs()) {
@@ -307,6 +310,7 @@ struct Coordinator::Impl final : JobFeed {
   std::vector<NodeCapacity> capacities() const {
     std::vector<NodeCapacity> nodes;
     for (const auto& [agent_id, session] : sessions) {
+      if (!session.heard) continue;
       NodeCapacity node{.agent_id = agent_id, .node_name = session.stored.node_name, .slots = session.stored.slots};
       for (const auto& [job_id, entry] : jobs) {
         const auto& agents = entry->stored.record.agent_ids();
@@ -696,6 +700,7 @@ struct Coordinator::Impl final : JobFeed {
     const auto session = sessions.find(request.agent_id());
     if (session == sessions.end()) return session_ended(request.agent_id());
     session->second.last_heard = options.clock();
+    session->second.heard = true;
     if (request.free_port() > 0) session->second.free_port = request.free_port();
     // Ranks the agent runs that nobody expects any more (a stop lost with a stream, or with
     // a restart of the coordinator) are stopped again. A stop the agent already carries out

@@ -43,6 +43,7 @@ std::optional<HealthVerdict> HealthWatch::find_hung(TimePoint now, const std::ve
 
 std::optional<HealthVerdict> HealthWatch::find_rendezvous_timeout(TimePoint now, std::int32_t world_size,
                                                                   const std::map<std::int32_t, TimePoint>& joined) const {
+  if (rdzv_timeout_.count() == 0) return std::nullopt;  // zero: no timeout, as everywhere else
   if (joined.empty() || static_cast<std::int32_t>(joined.size()) >= world_size) return std::nullopt;
   const auto first = std::min_element(joined.begin(), joined.end(),
                                       [](const auto& a, const auto& b) { return a.second < b.second; });

@@ -43,7 +43,7 @@ class HealthWatch {
                                          const std::map<std::int32_t, RankHeartbeat>& heartbeats) const;
 
   // A rendezvous of world_size ranks that some joined (first requests in `joined`) and that
-  // is still incomplete rdzv_timeout after the first joined.
+  // is still incomplete rdzv_timeout after the first joined. rdzv_timeout zero: never.
   std::optional<HealthVerdict> find_rendezvous_timeout(TimePoint now, std::int32_t world_size,
                                                        const std::map<std::int32_t, TimePoint>& joined) const;
 

@@ -1,11 +1,17 @@
 #include "ranks/rank_group.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
+#include <system_error>
 #include <boost/process.hpp>
 #include <boost/process/extend.hpp>
 #include <sstream>
@@ -18,7 +24,8 @@ namespace fabric::launcher {
 struct RankGroup::Process {
   RankProcess spec;
   std::unique_ptr<bp::child> child;
-  bp::ipstream out, err;
+  pid_t pid = 0;
+  int out_fd = -1, err_fd = -1;  // the read ends of its stdout and stderr pipes
   std::thread out_reader, err_reader, waiter;
   std::optional<int> status;  // guarded by RankGroup::mutex_
   int open_streams = 2;       // guarded by RankGroup::mutex_; readers count down at EOF
@@ -26,12 +33,47 @@ struct RankGroup::Process {
 
 namespace {
 
-// How long a rank's exit waits for its output to drain (see wait_for).
+// How long a rank's exit waits for its output to drain (see wait_for), and how long the
+// destructor waits for pipes held open by processes the ranks left behind.
 constexpr std::chrono::milliseconds kOutputDrain{500};
 
-void pump(LineSink& sink, bp::ipstream& stream, const RankProcess& rank, std::int32_t generation, bool is_stderr) {
+// A pipe whose ends close on exec, so that no other child inherits them.
+std::array<int, 2> cloexec_pipe() {
+  std::array<int, 2> fds{-1, -1};
+  if (::pipe2(fds.data(), O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+  return fds;
+}
+
+// Reads `fd` line by line into the sink until EOF, or until `wake_fd` becomes readable (the
+// group is going away and something the rank left behind still holds the pipe open).
+void pump(LineSink& sink, int fd, int wake_fd, const RankProcess& rank, std::int32_t generation, bool is_stderr) {
   OutputLine line{.rank = rank.rank, .local_rank = rank.local_rank, .generation = generation, .is_stderr = is_stderr};
-  while (std::getline(stream, line.text)) sink.write(line);
+  std::string pending;
+  char buffer[65536];
+  pollfd fds[2] = {{.fd = fd, .events = POLLIN, .revents = 0}, {.fd = wake_fd, .events = POLLIN, .revents = 0}};
+  for (;;) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents != 0) {
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      pending.append(buffer, static_cast<std::size_t>(n));
+      for (std::size_t newline; (newline = pending.find('\n')) != std::string::npos;) {
+        line.text.assign(pending, 0, newline);
+        pending.erase(0, newline + 1);
+        sink.write(line);
+      }
+      continue;
+    }
+    if (fds[1].revents != 0) break;
+  }
+  if (!pending.empty()) {  // a last line without its newline
+    line.text = std::move(pending);
+    sink.write(line);
+  }
 }
 
 bool is_executable_file(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
@@ -58,31 +100,40 @@ std::string resolve_program(const std::string& program, const std::string& worki
 }
 
 RankGroup::RankGroup(RankGroupOptions options, LineSink& output, ExitCallback on_exit)
-    : options_(std::move(options)), output_(output), on_exit_(std::move(on_exit)) {
+    : options_(std::move(options)), output_(output), on_exit_(std::move(on_exit)), wake_fd_(::eventfd(0, EFD_CLOEXEC)) {
+  if (wake_fd_ < 0) throw SpawnError(126, "cannot start " + options_.program + ": eventfd failed");
   try {
     for (const RankProcess& rank : options_.ranks) spawn(rank);
   } catch (const std::exception& error) {
-    kill();
-    {
-      std::unique_lock lock(mutex_);
-      exited_.wait(lock, [&] { return all_exited_locked(); });
-    }
-    for (auto& process : processes_) {
-      process->waiter.join();
-      process->out_reader.join();
-      process->err_reader.join();
-    }
+    tear_down();
     throw SpawnError(126, "cannot start " + options_.program + ": " + error.what());
   }
 }
 
-RankGroup::~RankGroup() {
+RankGroup::~RankGroup() { tear_down(); }
+
+void RankGroup::tear_down() {
   kill();
+  {
+    std::unique_lock lock(mutex_);
+    exited_.wait(lock, [&] { return all_exited_locked(); });
+    // What a rank left behind outside its group (setsid) may hold its pipes open for ever:
+    // its output is given a moment to drain, then the readers are told to stop.
+    exited_.wait_for(lock, kOutputDrain, [&] {
+      return std::all_of(processes_.begin(), processes_.end(), [](const auto& p) { return p->open_streams == 0; });
+    });
+  }
+  const std::uint64_t one = 1;
+  // Cannot fail on an eventfd far below its maximum count.
+  [[maybe_unused]] const ssize_t woken = ::write(wake_fd_, &one, sizeof(one));
   for (auto& process : processes_) {
     process->waiter.join();
     process->out_reader.join();
     process->err_reader.join();
+    ::close(process->out_fd);
+    ::close(process->err_fd);
   }
+  ::close(wake_fd_);
 }
 
 void RankGroup::spawn(const RankProcess& rank) {
@@ -90,8 +141,13 @@ void RankGroup::spawn(const RankProcess& rank) {
   process->spec = rank;
   bp::environment env;
   for (const auto& [name, value] : rank.env) env[name] = value;
+  const std::array<int, 2> out = cloexec_pipe(), err = cloexec_pipe();
+  process->out_fd = out[0];
+  process->err_fd = err[0];
   const pid_t launcher = ::getpid();
-  const auto setup = bp::extend::on_exec_setup = [launcher](auto&) {
+  const auto setup = bp::extend::on_exec_setup = [launcher, out, err](auto&) {
+    ::dup2(out[1], STDOUT_FILENO);  // dup2 clears close-on-exec on the copies
+    ::dup2(err[1], STDERR_FILENO);
     sigset_t none;  // the launcher blocks SIGINT/SIGTERM for its signal thread; the rank must get them
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -99,29 +155,48 @@ void RankGroup::spawn(const RankProcess& rank) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the launcher, even if that is SIGKILLed
     if (::getppid() != launcher) ::_exit(137);
   };
+  // A child whose execve failed is not reaped by Boost.Process: with an error_code (no
+  // exception) its on_error handlers see the child's pid, and we reap it.
+  pid_t failed = 0;
+  auto on_error = bp::extend::on_error = [&failed](auto& executor, const std::error_code&) {
+    if (executor.pid > 0) failed = executor.pid;
+  };
+  const auto close_write_ends = [&] {
+    ::close(out[1]);
+    ::close(err[1]);
+  };
+  std::error_code spawn_error;
   if (options_.working_dir.empty()) {
-    process->child = std::make_unique<bp::child>(bp::exe = options_.program, bp::args = options_.args, env,
-                                                 bp::std_out > process->out, bp::std_err > process->err, setup);
+    process->child = std::make_unique<bp::child>(bp::exe = options_.program, bp::args = options_.args, env, setup,
+                                                 on_error, spawn_error);
   } else {
     process->child = std::make_unique<bp::child>(bp::exe = options_.program, bp::args = options_.args, env,
-                                                 bp::start_dir = options_.working_dir, bp::std_out > process->out,
-                                                 bp::std_err > process->err, setup);
+                                                 bp::start_dir = options_.working_dir, setup, on_error, spawn_error);
   }
+  if (spawn_error) {
+    close_write_ends();
+    ::close(out[0]);
+    ::close(err[0]);
+    if (failed > 0) ::waitpid(failed, nullptr, 0);
+    throw std::system_error(spawn_error, "execve");
+  }
+  close_write_ends();  // the rank holds them now: EOF comes when it (and its children) are done
+  process->pid = process->child->id();
   Process& self = *process;
   {
     std::lock_guard lock(mutex_);
     processes_.push_back(std::move(process));
   }
-  const auto reader = [this, &self](bp::ipstream& stream, bool is_stderr) {
-    pump(output_, stream, self.spec, options_.generation, is_stderr);
+  const auto reader = [this, &self](int fd, bool is_stderr) {
+    pump(output_, fd, wake_fd_, self.spec, options_.generation, is_stderr);
     {
       std::lock_guard lock(mutex_);
       --self.open_streams;
     }
     exited_.notify_all();
   };
-  self.out_reader = std::thread([reader, &self] { reader(self.out, false); });
-  self.err_reader = std::thread([reader, &self] { reader(self.err, true); });
+  self.out_reader = std::thread([reader, &self] { reader(self.out_fd, false); });
+  self.err_reader = std::thread([reader, &self] { reader(self.err_fd, true); });
   self.waiter = std::thread([this, &self] { wait_for(self); });
 }
 
@@ -148,14 +223,21 @@ void RankGroup::wait_for(Process& process) {
 void RankGroup::signal_all(int signal) {
   std::lock_guard lock(mutex_);
   for (auto& process : processes_) {
-    if (!process->status) ::kill(-process->child->id(), signal);
+    if (!process->status) ::kill(-process->pid, signal);
   }
+}
+
+void RankGroup::kill_groups() {
+  std::lock_guard lock(mutex_);
+  // Every group, also of ranks that have exited: what they started in their group must not
+  // outlive the generation. (A group id is not reused while any member of it lives.)
+  for (auto& process : processes_) ::kill(-process->pid, SIGKILL);
 }
 
 void RankGroup::signal_rank(std::int32_t rank, int signal) {
   std::lock_guard lock(mutex_);
   for (auto& process : processes_) {
-    if (process->spec.rank == rank && !process->status) ::kill(-process->child->id(), signal);
+    if (process->spec.rank == rank && !process->status) ::kill(-process->pid, signal);
   }
 }
 
@@ -178,7 +260,7 @@ void RankGroup::kill() {
     std::lock_guard lock(mutex_);
     kill_requested_ = true;
   }
-  signal_all(SIGKILL);
+  kill_groups();
   exited_.notify_all();
 }
 

@@ -1,7 +1,9 @@
 // RankGroup: the processes of one generation of a job on this node, owned for their whole
 // life. The constructor spawns them; the destructor kills whatever still runs (SIGKILL to
-// each rank's process group) and joins every thread, so no exit path can leak a process
-// or a thread.
+// each rank's process group, also of ranks that exited but left children there) and joins
+// every thread, so no exit path can leak a process or a thread. A process a rank moved out
+// of its group (setsid) and that holds its pipes open cannot hold up the destructor: the
+// output gets a moment to drain, then the readers stop.
 //
 // Each rank runs in a process group of its own (stopping it stops its children too) with
 // a parent-death signal (it dies with the launcher, even one killed with SIGKILL), and the
@@ -97,6 +99,9 @@ class RankGroup {
   void spawn(const RankProcess& rank);
   void wait_for(Process& process);
   bool all_exited_locked() const;
+  void kill_groups();
+  // kill(), wait for every exit, give the output a moment, join every thread.
+  void tear_down();
 
   const RankGroupOptions options_;
   LineSink& output_;
@@ -106,6 +111,7 @@ class RankGroup {
   std::condition_variable exited_;
   bool kill_requested_ = false;                    // guarded by mutex_
   std::vector<std::unique_ptr<Process>> processes_;  // guarded by mutex_ (statuses)
+  const int wake_fd_;  // an eventfd: readable once the readers must stop
 };
 
 // Resolves a program as execve would be asked to run it: a name without a slash is looked
