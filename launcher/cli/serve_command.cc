@@ -25,6 +25,7 @@ struct ServeFlags {
   std::string state_dir;
   std::string local_agent = "auto";
   std::string node_name;
+  std::string advertise;
   double agent_heartbeat_interval = 1, agent_heartbeat_timeout = 5;
   std::size_t finished_jobs_kept = 1000;
 };
@@ -80,7 +81,7 @@ int serve(const ServeFlags& flags) {
     agent = std::make_unique<Agent>(AgentOptions{
         .coordinator = (host == "0.0.0.0" ? "127.0.0.1" : host) + ":" + std::to_string(port),
         .node_name = flags.node_name.empty() ? hostname : flags.node_name,
-        .advertise_host = host == "0.0.0.0" ? "127.0.0.1" : host,
+        .advertise_host = !flags.advertise.empty() ? flags.advertise : host == "0.0.0.0" ? "127.0.0.1" : host,
         .rendezvous_listen = host + ":0",
         .slots = slots});
     agent_thread = std::thread([&agent] { agent->run(); });
@@ -119,6 +120,9 @@ Registered add_serve(CLI::App& app) {
                       "other nodes)")
       ->capture_default_str();
   command->add_option("--node-name", flags->node_name, "the local agent's node name (default: the host name)");
+  command->add_option("--advertise", flags->advertise,
+                      "the address other nodes reach the local agent at (default: the --listen host; 127.0.0.1 "
+                      "when that is 0.0.0.0, which serves one node only)");
   command->add_option("--agent-heartbeat-interval", flags->agent_heartbeat_interval,
                       "seconds between an agent's heartbeats")
       ->check(CLI::PositiveNumber)

@@ -21,7 +21,11 @@ class Statement {
   Statement& operator=(const Statement&) = delete;
 
   Statement& bind(int index, const std::string& text) {
-    sqlite3_bind_blob(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind_blob(int index, const std::string& bytes) {
+    sqlite3_bind_blob(statement_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
     return *this;
   }
   Statement& bind(int index, std::int64_t value) {
@@ -60,14 +64,19 @@ class SqliteJobStore final : public JobStore {
                           " (is --state a writable directory?)");
     }
     sqlite3_busy_timeout(db_, 5000);
-    execute("PRAGMA journal_mode=WAL");
-    execute("PRAGMA synchronous=FULL");
-    execute(
-        "CREATE TABLE IF NOT EXISTS jobs (sequence INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT UNIQUE NOT NULL, "
-        "request_id TEXT NOT NULL, job BLOB NOT NULL)");
-    execute(
-        "CREATE TABLE IF NOT EXISTS sessions (agent_id TEXT PRIMARY KEY, node_name TEXT NOT NULL, "
-        "address TEXT NOT NULL, slots INTEGER NOT NULL)");
+    try {
+      execute("PRAGMA journal_mode=WAL");
+      execute("PRAGMA synchronous=FULL");
+      execute(
+          "CREATE TABLE IF NOT EXISTS jobs (sequence INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT UNIQUE NOT NULL, "
+          "request_id TEXT NOT NULL, job BLOB NOT NULL)");
+      execute(
+          "CREATE TABLE IF NOT EXISTS sessions (agent_id TEXT PRIMARY KEY, node_name TEXT NOT NULL, "
+          "address TEXT NOT NULL, slots INTEGER NOT NULL)");
+    } catch (...) {  // e.g. the file is not a database: the destructor will not run
+      sqlite3_close(db_);
+      throw;
+    }
   }
   ~SqliteJobStore() override { sqlite3_close(db_); }
 
@@ -79,11 +88,11 @@ class SqliteJobStore final : public JobStore {
     const std::string& request_id = stored.record.request_id();
     if (stored.sequence == 0) {
       Statement insert(db_, "INSERT INTO jobs (job_id, request_id, job) VALUES (?, ?, ?)");
-      insert.bind(1, job_id).bind(2, request_id).bind(3, blob).step();
+      insert.bind(1, job_id).bind(2, request_id).bind_blob(3, blob).step();
       return sqlite3_last_insert_rowid(db_);
     }
     Statement replace(db_, "INSERT OR REPLACE INTO jobs (sequence, job_id, request_id, job) VALUES (?, ?, ?, ?)");
-    replace.bind(1, stored.sequence).bind(2, job_id).bind(3, request_id).bind(4, blob).step();
+    replace.bind(1, stored.sequence).bind(2, job_id).bind(3, request_id).bind_blob(4, blob).step();
     return stored.sequence;
   }
 

@@ -202,6 +202,10 @@ void RankGroup::spawn(const RankProcess& rank) {
 
 void RankGroup::wait_for(Process& process) {
   process.child->wait();
+  // What the rank left in its process group dies with it, now: the group id cannot be
+  // reused while any member lives, and once the group is empty nothing can be hit. Later,
+  // after the id may have been recycled, only the groups of live ranks are signalled.
+  ::kill(-process.pid, SIGKILL);
   const int native = process.child->native_exit_code();
   const int status = WIFSIGNALED(native) ? 128 + WTERMSIG(native) : WEXITSTATUS(native);
   {
@@ -225,13 +229,6 @@ void RankGroup::signal_all(int signal) {
   for (auto& process : processes_) {
     if (!process->status) ::kill(-process->pid, signal);
   }
-}
-
-void RankGroup::kill_groups() {
-  std::lock_guard lock(mutex_);
-  // Every group, also of ranks that have exited: what they started in their group must not
-  // outlive the generation. (A group id is not reused while any member of it lives.)
-  for (auto& process : processes_) ::kill(-process->pid, SIGKILL);
 }
 
 void RankGroup::signal_rank(std::int32_t rank, int signal) {
@@ -260,7 +257,7 @@ void RankGroup::kill() {
     std::lock_guard lock(mutex_);
     kill_requested_ = true;
   }
-  kill_groups();
+  signal_all(SIGKILL);
   exited_.notify_all();
 }
 

@@ -1,6 +1,6 @@
 // RankGroup: the processes of one generation of a job on this node, owned for their whole
 // life. The constructor spawns them; the destructor kills whatever still runs (SIGKILL to
-// each rank's process group, also of ranks that exited but left children there) and joins
+// each rank's process group; what a rank leaves in its group dies when it exits) and joins
 // every thread, so no exit path can leak a process or a thread. A process a rank moved out
 // of its group (setsid) and that holds its pipes open cannot hold up the destructor: the
 // output gets a moment to drain, then the readers stop.
@@ -99,7 +99,6 @@ class RankGroup {
   void spawn(const RankProcess& rank);
   void wait_for(Process& process);
   bool all_exited_locked() const;
-  void kill_groups();
   // kill(), wait for every exit, give the output a moment, join every thread.
   void tear_down();
 

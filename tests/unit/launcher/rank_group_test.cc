@@ -1,6 +1,7 @@
 // RankGroup over real /bin/sh processes: exit statuses, output lines, RAII kill, stop with
 // a grace period, and resolve_program's SpawnErrors. Every wait is on a condition (a line
-// a rank printed, an exit the callback reported) with a deadline, never a fixed sleep.
+// a rank printed, an exit the callback reported) with a deadline, never a fixed sleep
+// (processes this test did not start, a rank's children, are polled for with a deadline).
 
 #include "ranks/rank_group.h"
 
@@ -365,7 +366,7 @@ TEST(RankGroup, Kill_FromAnotherThread_CutsALongGraceShort) {
   ASSERT_TRUE(sink.wait_for_text("term")) << "stop() never sent SIGTERM";
   group.kill();
   ASSERT_EQ(stopped.wait_for(kPatience), std::future_status::ready) << "kill() did not cut the grace short";
-  stopped.get();  // true or false: the header does not say which a kill() mid-grace gives (see the report)
+  stopped.get();  // true or false: which one a kill() in mid-grace gives depends on thread timing
   EXPECT_EQ(group.status(0), 128 + SIGKILL);
 }
 
