@@ -29,8 +29,10 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// How long the assignment stream sleeps between looks at its client's cancellation.
-constexpr milliseconds kStreamPoll{500};
+// How long an assignment stream sleeps between looks at its client's cancellation. Long:
+// everything else that ends it (a new stream, the session's end, shutdown) wakes it, and
+// with a thousand agents short polls are most of the coordinator's CPU.
+constexpr milliseconds kStreamPoll{5000};
 
 std::string random_hex(int digits) {
   static std::mt19937_64 generator{std::random_device{}()};
@@ -98,6 +100,10 @@ struct Coordinator::Impl final : JobFeed {
     std::int32_t free_port = 0;
     std::deque<v1::Assignment> outbox;
     std::uint64_t stream_epoch = 0;  // a new stream supersedes the old one
+    // What the session's assignment stream waits on (with the coordinator's mutex): only
+    // its own outbox, epoch and end wake it, not every change of every job. Shared, so a
+    // stream still waiting when the session is erased holds it.
+    std::shared_ptr<std::condition_variable> wake = std::make_shared<std::condition_variable>();
   };
 
   // One job: its durable record, and what lives only in memory.
@@ -211,6 +217,7 @@ struct Coordinator::Impl final : JobFeed {
       std::lock_guard lock(mutex);
       if (shutting_down) return;
       shutting_down = true;
+      for (auto& [agent_id, session] : sessions) session.wake->notify_all();
     }
     changed.notify_all();
     if (reconciler.joinable()) reconciler.join();
@@ -263,7 +270,7 @@ struct Coordinator::Impl final : JobFeed {
     const auto session = sessions.find(agent_id);
     if (session == sessions.end()) return;
     session->second.outbox.push_back(std::move(assignment));
-    changed.notify_all();
+    session->second.wake->notify_all();
   }
 
   // The StopJob for ranks of `generation` that should not run: a restart's (the job keeps
@@ -460,6 +467,7 @@ struct Coordinator::Impl final : JobFeed {
         }
       }
     }
+    session->second.wake->notify_all();
     sessions.erase(session);
     try {
       options.store->delete_session(agent_id);
@@ -721,7 +729,8 @@ struct Coordinator::Impl final : JobFeed {
     auto it = sessions.find(agent_id);
     if (it == sessions.end()) return session_ended(agent_id);
     const std::uint64_t epoch = ++it->second.stream_epoch;
-    changed.notify_all();  // an older stream of this session ends
+    const std::shared_ptr<std::condition_variable> wake = it->second.wake;
+    wake->notify_all();  // an older stream of this session ends
     // What the agent should be running, again (StartRanks it already runs are no-ops), and
     // the stops of what it should not: whatever the old stream left unsent is covered.
     it->second.outbox.clear();
@@ -739,7 +748,7 @@ struct Coordinator::Impl final : JobFeed {
       }
     }
     for (;;) {
-      changed.wait_for(lock, kStreamPoll, [&] {
+      wake->wait_for(lock, kStreamPoll, [&] {
         it = sessions.find(agent_id);
         return shutting_down || it == sessions.end() || it->second.stream_epoch != epoch || !it->second.outbox.empty();
       });
