@@ -6,8 +6,8 @@
 //
 // All state sits behind one mutex; RPC handlers and the reconcile thread (which expires
 // silent agents and places waiting jobs every `tick`) take it briefly and never across a
-// network write. Streams (WatchJob, StreamLogs, StreamAssignments) wait on one condition
-// variable, notified on every change.
+// network write. WatchJob and StreamLogs wait on one condition variable, notified on every
+// change; each session's assignment stream on one of its own.
 #pragma once
 
 #include <chrono>
