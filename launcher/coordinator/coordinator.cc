@@ -334,24 +334,23 @@ struct Coordinator::Impl final : JobFeed {
     return entry.stored.record.exits_size() >= entry.world_size();
   }
 
-  // Tries to start the job's next generation; false (with the job's message saying why)
-  // when too few nodes are free.
-  bool try_start(JobEntry& entry) {
+  // Starts the job's next generation, or says why not: a PENDING job's message changes, a
+  // RESTARTING one goes back to PENDING with the reason.
+  void try_start(JobEntry& entry) {
     const v1::JobSpec& spec = entry.spec();
     std::string why_not;
     const auto placement = place({.nproc_per_node = spec.nproc_per_node(),
                                   .min_nodes = spec.min_nodes(),
                                   .max_nodes = spec.num_nodes()},
                                  capacities(), why_not);
-    if (!placement) {
-      if (entry.job().message() != why_not && entry.job().state() == v1::JOB_STATE_PENDING) {
-        entry.job().set_message(why_not);
-        changed_job(entry);
-      }
-      return false;
+    if (placement) {
+      start_generation(entry, *placement);
+    } else if (entry.job().state() == v1::JOB_STATE_RESTARTING) {
+      transition(entry, v1::JOB_STATE_PENDING, why_not);
+    } else if (entry.job().message() != why_not) {
+      entry.job().set_message(why_not);
+      changed_job(entry);
     }
-    start_generation(entry, *placement);
-    return true;
   }
 
   void start_generation(JobEntry& entry, const Placement& placement) {
@@ -495,14 +494,7 @@ struct Coordinator::Impl final : JobFeed {
     }
     std::sort(waiting.begin(), waiting.end(),
               [](const JobEntry* a, const JobEntry* b) { return a->stored.sequence < b->stored.sequence; });
-    for (JobEntry* entry : waiting) {
-      if (try_start(*entry) || entry->job().state() != v1::JOB_STATE_RESTARTING) continue;
-      std::string why_not;
-      place({.nproc_per_node = entry->spec().nproc_per_node(), .min_nodes = entry->spec().min_nodes(),
-             .max_nodes = entry->spec().num_nodes()},
-            capacities(), why_not);
-      transition(*entry, v1::JOB_STATE_PENDING, why_not);
-    }
+    for (JobEntry* entry : waiting) try_start(*entry);
     forget_old_jobs();
   }
 
