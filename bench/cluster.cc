@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/cluster_credentials.h"
 #include "support/network_lab.h"
 #include "support/processes.h"
 #include "support/temp_dir.h"
@@ -169,11 +170,16 @@ std::string trimmed(std::string text) {
 class Cluster {
  public:
   explicit Cluster(double heartbeat_timeout)
-      : lab_({"c", "n1", "n2"}), server_(lab_.address("c") + ":7070") {
+      : lab_({"c", "n1", "n2"}),
+        server_(lab_.address("c") + ":7070"),
+        // As a production cluster runs: TLS between the daemons, a token for the client.
+        credentials_(kFabricd, dir_.path(),
+                     {{"c", lab_.address("c")}, {"n1", lab_.address("n1")}, {"n2", lab_.address("n2")}}, {"bench"}) {
     coordinator_ = std::make_unique<Daemon>(
         lab_.exec("c") + kFabricd + " serve --listen " + server_ + " --state " + dir_.path() +
             "/state --local-agent 0 --agent-heartbeat-interval " + std::to_string(heartbeat_timeout / 8) +
-            " --agent-heartbeat-timeout " + std::to_string(heartbeat_timeout),
+            " --agent-heartbeat-timeout " + std::to_string(heartbeat_timeout) + credentials_.node_flags("c") +
+            " --token-file " + credentials_.tokens(),
         dir_.path() + "/coordinator.log");
     if (!coordinator_->wait_for_output("listening on", seconds(20))) {
       throw std::runtime_error("the coordinator did not start: " + coordinator_->output());
@@ -185,7 +191,8 @@ class Cluster {
     auto& agent = agents_[node];
     agent.reset();
     agent = std::make_unique<Daemon>(lab_.exec(node) + kFabricd + " agent --coordinator " + server_ + " --node-name " +
-                                         node + " --advertise " + lab_.address(node) + " --slots 2",
+                                         node + " --advertise " + lab_.address(node) + " --slots 2" +
+                                         credentials_.node_flags(node),
                                      dir_.path() + "/agent-" + node + "." + std::to_string(agent_starts_++) + ".log");
     if (!agent->wait_for_output("registered as", seconds(20))) {
       throw std::runtime_error("agent " + node + " did not register: " + agent->output());
@@ -195,7 +202,8 @@ class Cluster {
   // The job's id, or "" (with the reason on stderr).
   std::string submit(const std::string& flags_and_program) {
     const auto submitted =
-        run_command("timeout 60 " + lab_.exec("c") + kFabricd + " submit --server " + server_ + " " + flags_and_program);
+        run_command("timeout 60 " + lab_.exec("c") + kFabricd + " submit --server " + server_ +
+                    credentials_.client_flags("bench") + " " + flags_and_program);
     if (submitted.status != 0) {
       note("fabricd submit failed (" + std::to_string(submitted.status) + "): " + submitted.output);
       return "";
@@ -203,10 +211,12 @@ class Cluster {
     return trimmed(submitted.output);
   }
   std::string watch_command(const std::string& job) const {
-    return lab_.exec("c") + kFabricd + " watch " + job + " --server " + server_;
+    return lab_.exec("c") + kFabricd + " watch " + job + " --server " + server_ + credentials_.client_flags("bench");
   }
   std::string status(const std::string& job) const {
-    return run_command("timeout 30 " + lab_.exec("c") + kFabricd + " status " + job + " --server " + server_).output;
+    return run_command("timeout 30 " + lab_.exec("c") + kFabricd + " status " + job + " --server " + server_ +
+                       credentials_.client_flags("bench"))
+        .output;
   }
 
   const NetworkLab& lab() const { return lab_; }
@@ -218,6 +228,7 @@ class Cluster {
   ScopedTempDir dir_;
   NetworkLab lab_;
   std::string server_;
+  fabric::testing::ClusterCredentials credentials_;
   std::unique_ptr<Daemon> coordinator_;
   std::map<std::string, std::unique_ptr<Daemon>> agents_;
   int agent_starts_ = 0;
@@ -403,7 +414,8 @@ struct LoadRound {
 
 std::optional<LoadRound> load_round(const Flags& flags, int round) {
   ScopedTempDir dir;
-  Daemon coordinator(kFabricd + " serve --listen 127.0.0.1:0 --local-agent 0 --state " + dir.path() + "/state",
+  // Plain text on loopback: the swarm's simulated agents hold no certificates.
+  Daemon coordinator(kFabricd + " serve --insecure --listen 127.0.0.1:0 --local-agent 0 --state " + dir.path() + "/state",
                      dir.path() + "/coordinator.log");
   if (!coordinator.wait_for_output("listening on", seconds(20))) {
     note("the coordinator did not start: " + coordinator.output());

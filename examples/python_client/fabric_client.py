@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Submit a job to fabricd, follow it to the end and print its output.
 
-    python fabric_client.py --server 127.0.0.1:7070 --nproc-per-node 2 -- /bin/sh -c 'echo hi $RANK'
+    python fabric_client.py --server 127.0.0.1:7070 --tls-ca ca.pem --token-file my.token \
+        --nproc-per-node 2 -- /bin/sh -c 'echo hi $RANK'
 
 A plain client of fabric.v1.JobService (proto/fabric/v1/job.proto) as the coordinator,
 `fabricd serve`, serves it. The Python stubs are generated from the .proto files each time
@@ -44,25 +45,34 @@ def key_value(text):
     return key, value
 
 
-def run(server, spec, job_pb2, job_pb2_grpc):
+def open_channel(server, tls_ca):
+    """TLS verified with the cluster CA, or plain text (a server started with --insecure)."""
+    if tls_ca is None:
+        return grpc.insecure_channel(server)
+    return grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=pathlib.Path(tls_ca).read_bytes()))
+
+
+def run(server, tls_ca, token, spec, job_pb2, job_pb2_grpc):
     def state_name(state):
         return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_")
 
-    with grpc.insecure_channel(server) as channel:
+    # The bearer token goes with every call: the coordinator answers UNAUTHENTICATED without it.
+    auth = [("authorization", f"Bearer {token}")] if token else []
+    with open_channel(server, tls_ca) as channel:
         jobs = job_pb2_grpc.JobServiceStub(channel)
         # A retry with the same request_id would return this job instead of starting another.
-        job = jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=spec, request_id=str(uuid.uuid4()))).job
-        print(f"submitted job {job.job_id}", flush=True)
+        job = jobs.SubmitJob(job_pb2.SubmitJobRequest(spec=spec, request_id=str(uuid.uuid4())), metadata=auth).job
+        print(f"submitted job {job.job_id} as {job.owner}", flush=True)
 
         # The first event is the current snapshot, then one per change; the server ends the
         # stream after a terminal state.
-        for event in jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job.job_id)):
+        for event in jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job.job_id), metadata=auth):
             job = event.job
             if job.state != event.previous_state:
                 print(f"{state_name(job.state):<10} {job.message}", flush=True)
 
         # Every retained line of both streams of every rank; the stream ends after them.
-        for line in jobs.StreamLogs(job_pb2.StreamLogsRequest(job_id=job.job_id, tail_lines=-1)):
+        for line in jobs.StreamLogs(job_pb2.StreamLogsRequest(job_id=job.job_id, tail_lines=-1), metadata=auth):
             print(f"[rank {line.rank}] {line.text.decode(errors='replace')}", flush=True)
 
     return {job_pb2.JOB_STATE_SUCCEEDED: 0, job_pb2.JOB_STATE_FAILED: 1,
@@ -72,6 +82,8 @@ def run(server, spec, job_pb2, job_pb2_grpc):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help="host:port of fabricd's JobService")
+    parser.add_argument("--tls-ca", help="the cluster CA's certificate (PEM); plain text without it")
+    parser.add_argument("--token-file", help="a file holding your bearer token (from `fabricd tokens add`)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="ranks per node")
     parser.add_argument("--env", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="added to every rank's environment (repeatable)")
@@ -85,7 +97,8 @@ def main():
                                nproc_per_node=opts.nproc_per_node,
                                env=dict(opts.env))
         try:
-            return run(opts.server, spec, job_pb2, job_pb2_grpc)
+            token = pathlib.Path(opts.token_file).read_text().strip() if opts.token_file else None
+            return run(opts.server, opts.tls_ca, token, spec, job_pb2, job_pb2_grpc)
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 4

@@ -122,6 +122,7 @@ struct Agent::Impl {
 
   AgentOptions options;
   RendezvousServer server;
+  const std::string ranks_tls_ca;  // FABRICD_TLS_CA of the ranks: empty in plain text
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::AgentService::Stub> stub;
   LogQueue logs;
@@ -140,8 +141,12 @@ struct Agent::Impl {
 
   explicit Impl(AgentOptions agent_options)
       : options(std::move(agent_options)),
-        server(options.rendezvous_listen, options.advertise_host, kAwaitUnstarted),
-        channel(grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials())),
+        server({.listen = options.rendezvous_listen,
+                .advertise_host = options.advertise_host,
+                .await_unstarted = kAwaitUnstarted,
+                .credentials = rank_facing_credentials(options.security)}),
+        ranks_tls_ca(options.security.insecure ? "" : std::filesystem::absolute(options.security.tls.ca).string()),
+        channel(secure_channel(options.coordinator, options.security)),
         stub(v1::AgentService::NewStub(channel)) {}
 
   void say(const std::string& text) { std::cerr << "fabricd agent " << options.node_name << ": " << text << std::endl; }
@@ -286,6 +291,7 @@ struct Agent::Impl {
   Environment node_env(const v1::StartRanks& start) {
     Environment env = inherited_environment();
     for (const auto& [name, value] : start.env()) env[name] = value;
+    add_job_credentials(env, start.job_secret(), ranks_tls_ca);
     return env;
   }
 
@@ -295,7 +301,8 @@ struct Agent::Impl {
     RendezvousServiceImpl& service = server.service();
     const RendezvousJobOptions job_options{.rdzv_timeout = rdzv_timeout(start.spec()),
                                            .heartbeat_interval = health.heartbeat_interval(),
-                                           .generation = start.generation()};
+                                           .generation = start.generation(),
+                                           .secret = start.job_secret()};
     const auto current = service.generation(start.job_id());
     if (current && *current >= start.generation()) return;
     // The world size may change between generations of an elastic job: then it starts afresh.

@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 
+#include "security/credentials.h"
+
 namespace fabric::launcher {
 
 struct AgentOptions {
@@ -29,13 +31,17 @@ struct AgentOptions {
   // Where the RendezvousService listens (port 0: any free port).
   std::string rendezvous_listen = "0.0.0.0:0";
   std::int32_t slots = 1;
+  // TLS toward the coordinator (a node certificate: mutual TLS) and for the ranks'
+  // RendezvousService; or plain text with `insecure`.
+  TransportSecurity security;
   // The longest wait between reconnection attempts (backoff doubles from 100 ms).
   std::chrono::milliseconds max_backoff = std::chrono::seconds(2);
 };
 
 class Agent {
  public:
-  // Starts the RendezvousService; throws std::runtime_error when it cannot listen.
+  // Starts the RendezvousService; throws std::runtime_error when it cannot listen, and
+  // CredentialsError when the TLS files cannot be read.
   explicit Agent(AgentOptions options);
   ~Agent();
   Agent(const Agent&) = delete;

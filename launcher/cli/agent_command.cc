@@ -7,6 +7,7 @@
 #include "agent/agent.h"
 #include "cli/commands.h"
 #include "cli/job_flags.h"
+#include "cli/security_flags.h"
 #include "cli/signals.h"
 
 namespace fabric::launcher::cli {
@@ -15,10 +16,11 @@ Registered add_agent(CLI::App& app) {
   auto* command = app.add_subcommand("agent", "Run a node agent: register with the coordinator and run the ranks "
                                               "it assigns to this node");
   auto options = std::make_shared<AgentOptions>();
+  auto security = std::make_shared<SecurityFlags>();
   options->advertise_host = "";
   command->add_option("--coordinator", options->coordinator, "host:port of fabricd serve")->required();
-  command->add_option("--node-name", options->node_name, "this node's name, unique in the cluster (default: the "
-                                                         "host name)");
+  command->add_option("--node-name", options->node_name, "this node's name, unique in the cluster (default: "
+                                                         "--tls-cert's common name, else the host name)");
   command->add_option("--advertise", options->advertise_host,
                       "the host or address other nodes reach this one at (its rendezvous and MASTER_ADDR)")
       ->required();
@@ -28,12 +30,18 @@ Registered add_agent(CLI::App& app) {
   command->add_option("--rendezvous-listen", options->rendezvous_listen,
                       "host:port of this node's RendezvousService (port 0: any free port)")
       ->capture_default_str();
-  return {command, [options](const std::vector<std::string>&) {
-            if (options->node_name.empty()) {
-              char hostname[256] = "localhost";
-              ::gethostname(hostname, sizeof(hostname));
-              options->node_name = hostname;
+  add_security_flags(*command, *security, SecurityRole::kAgent);
+  return {command, [options, security](const std::vector<std::string>&) {
+            try {
+              check_agent_security(*security);
+            } catch (const std::exception& error) {
+              return fail(kUsageError, error.what());
             }
+            options->security = security->transport;
+            if (security->transport.insecure) {
+              std::cerr << "fabricd agent: WARNING: --insecure: plain text to the coordinator and the ranks" << std::endl;
+            }
+            if (options->node_name.empty()) options->node_name = default_node_name(*security);
             block_stop_signals();
             try {
               Agent agent(*options);

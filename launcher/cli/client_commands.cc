@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "cli/job_flags.h"
+#include "cli/security_flags.h"
 #include "fabric/v1/job.grpc.pb.h"
 #include "jobs/job_spec.h"
 #include "jobs/job_state.h"
@@ -39,8 +40,16 @@ std::string default_server() {
   return server && *server ? server : "127.0.0.1:7070";
 }
 
-std::unique_ptr<v1::JobService::Stub> connect(const std::string& server) {
-  return v1::JobService::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+// Where the client commands send their calls, and with which credentials.
+struct Server {
+  std::string address = default_server();
+  SecurityFlags security;
+};
+
+// Throws CredentialsError / TokenFileError; main() turns them into a usage error.
+std::unique_ptr<v1::JobService::Stub> connect(const Server& server) {
+  return v1::JobService::NewStub(
+      secure_channel(server.address, server.security.transport, client_token(server.security)));
 }
 
 const char* code_name(grpc::StatusCode code) {
@@ -58,8 +67,8 @@ const char* code_name(grpc::StatusCode code) {
   }
 }
 
-int rpc_failed(const std::string& server, const grpc::Status& status) {
-  return fail(kServerError, std::string(code_name(status.error_code())) + " from " + server + ": " + status.error_message());
+int rpc_failed(const Server& server, const grpc::Status& status) {
+  return fail(kServerError, std::string(code_name(status.error_code())) + " from " + server.address + ": " + status.error_message());
 }
 
 std::string format_time(const google::protobuf::Timestamp& time) {
@@ -101,7 +110,7 @@ struct SubmitFlags {
   std::string spec_file, request_id;
 };
 
-int submit(CLI::App& command, const std::string& server, const SubmitFlags& flags, std::vector<std::string> program) {
+int submit(CLI::App& command, const Server& server, const SubmitFlags& flags, std::vector<std::string> program) {
   std::vector<std::string> rest = command.remaining();
   if (!rest.empty() && !program.empty()) rest.emplace_back("--");
   rest.insert(rest.end(), program.begin(), program.end());
@@ -141,7 +150,7 @@ int submit(CLI::App& command, const std::string& server, const SubmitFlags& flag
 
 // --- list and status ------------------------------------------------------------------
 
-int list(const std::string& server, const std::vector<std::string>& states) {
+int list(const Server& server, const std::vector<std::string>& states) {
   v1::ListJobsRequest request;
   for (const auto& name : states) {
     v1::JobState state;
@@ -166,7 +175,7 @@ int list(const std::string& server, const std::vector<std::string>& states) {
   return 0;
 }
 
-int status(const std::string& server, const std::string& job_id, bool json) {
+int status(const Server& server, const std::string& job_id, bool json) {
   auto stub = connect(server);
   grpc::ClientContext context;
   v1::GetJobRequest request;
@@ -195,7 +204,7 @@ int status(const std::string& server, const std::string& job_id, bool json) {
 
 // --- watch ----------------------------------------------------------------------------
 
-int watch(const std::string& server, const std::string& job_id) {
+int watch(const Server& server, const std::string& job_id) {
   auto stub = connect(server);
   v1::Job last;
   auto give_up = std::chrono::steady_clock::now() + kReconnectFor;
@@ -237,7 +246,7 @@ struct LogsFlags {
   bool follow = false;
 };
 
-int logs(const std::string& server, const std::string& job_id, const LogsFlags& flags) {
+int logs(const Server& server, const std::string& job_id, const LogsFlags& flags) {
   v1::StreamLogsRequest request;
   request.set_job_id(job_id);
   for (const int rank : flags.ranks) request.add_ranks(rank);
@@ -257,7 +266,7 @@ int logs(const std::string& server, const std::string& job_id, const LogsFlags& 
   return status.ok() ? 0 : rpc_failed(server, status);
 }
 
-int cancel(const std::string& server, const std::string& job_id, const std::string& reason, double grace) {
+int cancel(const Server& server, const std::string& job_id, const std::string& reason, double grace) {
   v1::CancelJobRequest request;
   request.set_job_id(job_id);
   request.set_reason(reason);
@@ -273,9 +282,11 @@ int cancel(const std::string& server, const std::string& job_id, const std::stri
 }  // namespace
 
 std::vector<Registered> add_client_commands(CLI::App& app) {
-  auto server = std::make_shared<std::string>(default_server());
+  auto server = std::make_shared<Server>();
   const auto add_server = [server](CLI::App* command) {
-    command->add_option("--server", *server, "host:port of the coordinator (default: $FABRICD_SERVER or 127.0.0.1:7070)");
+    command->add_option("--server", server->address,
+                        "host:port of the coordinator (default: $FABRICD_SERVER or 127.0.0.1:7070)");
+    add_security_flags(*command, server->security, SecurityRole::kClient);
   };
   std::vector<Registered> commands;
 

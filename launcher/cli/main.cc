@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_run(app));
   commands.push_back(add_serve(app));
   commands.push_back(add_agent(app));
+  for (Registered& registered : add_credential_commands(app)) commands.push_back(std::move(registered));
 
   std::vector<std::string> before, program;
   split_at_separator(argc, argv, before, program);
@@ -39,7 +40,12 @@ int main(int argc, char** argv) {
     return kUsageError;
   }
   for (auto& [subcommand, command] : commands) {
-    if (subcommand->parsed()) return command(program);
+    if (!subcommand->parsed()) continue;
+    try {
+      return command(program);
+    } catch (const std::exception& error) {  // e.g. an unreadable --tls-ca or --token-file
+      return fail(kUsageError, error.what());
+    }
   }
   return fail(kUsageError, "name a subcommand (fabricd --help)");
 }

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/job_flags.h"
+#include "cli/security_flags.h"
 #include "cli/signals.h"
 #include "jobs/job_spec.h"
 #include "local/local_job.h"
@@ -27,7 +28,8 @@ constexpr const char* kExitCodes =
     "rendezvous timed out, 126 when PROGRAM is not executable or cannot start, 127 when it does not exist, "
     "128+N when fabricd itself was stopped by signal N.";
 
-int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, std::vector<std::string> program) {
+int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, const SecurityFlags& security,
+            std::vector<std::string> program) {
   // Without "--", the parser's prefix command left PROGRAM [ARGS...] in remaining(); with
   // one after PROGRAM, it belongs to the program's own arguments.
   std::vector<std::string> rest = command.remaining();
@@ -56,12 +58,22 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
     std::unique_ptr<LocalJobService> service;
     std::unique_ptr<grpc::Server> server;
     if (!serve.empty()) {
-      service = std::make_unique<LocalJobService>(job_id, spec, [&running] {
-        if (LocalJob* job = running.load()) job->request_stop(SIGTERM, false);
-      });
+      std::shared_ptr<grpc::ServerCredentials> credentials;
+      std::shared_ptr<const Authenticator> authenticator;
+      try {
+        credentials = server_credentials(security.transport, "fabricd run --serve", serve);
+        authenticator = server_authenticator(security);
+      } catch (const std::exception& error) {
+        return fail(kUsageError, error.what());
+      }
+      service = std::make_unique<LocalJobService>(
+          job_id, spec, [&running] {
+            if (LocalJob* job = running.load()) job->request_stop(SIGTERM, false);
+          },
+          authenticator);
       int port = 0;
       grpc::ServerBuilder builder;
-      builder.AddListeningPort(serve, grpc::InsecureServerCredentials(), &port);
+      builder.AddListeningPort(serve, credentials, &port);
       builder.RegisterService(service.get());
       server = builder.BuildAndStart();
       if (!server || port == 0) return fail(kUsageError, "--serve " + serve + ": cannot listen there");
@@ -90,14 +102,16 @@ Registered add_run(CLI::App& app) {
              "fails");
   auto flags = std::make_shared<JobFlags>();
   auto serve = std::make_shared<std::string>();
+  auto security = std::make_shared<SecurityFlags>();
   add_job_flags(*command, *flags, /*cluster=*/false);
   command->add_option("--serve", *serve,
                       "also serve JobService for this job on host:port (port 0: any free one), so that fabricd "
                       "watch/logs/cancel --server or any gRPC client follows it; off by default");
+  add_security_flags(*command, *security, SecurityRole::kServer);  // for --serve
   command->footer(kExitCodes);
   command->prefix_command();  // PROGRAM and everything after it belong to the program
-  return {command, [command, flags, serve](const std::vector<std::string>& program) {
-            return run_job(*command, *flags, *serve, program);
+  return {command, [command, flags, serve, security](const std::vector<std::string>& program) {
+            return run_job(*command, *flags, *serve, *security, program);
           }};
 }
 

@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "cli/commands.h"
 #include "cli/job_flags.h"
+#include "cli/security_flags.h"
 #include "cli/signals.h"
 #include "coordinator/coordinator.h"
 #include "jobs/job_store.h"
@@ -28,6 +29,9 @@ struct ServeFlags {
   std::string advertise;
   double agent_heartbeat_interval = 1, agent_heartbeat_timeout = 5;
   std::size_t finished_jobs_kept = 1000;
+  std::size_t max_pending_per_user = 100, max_streams_per_user = 32;
+  int max_message_bytes = 4 << 20;
+  SecurityFlags security;
 };
 
 std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }
@@ -57,14 +61,26 @@ int serve(const ServeFlags& flags) {
     }
     if (slots < 0) return fail(kUsageError, "--local-agent " + flags.local_agent + ": use a number of slots, 0 or auto");
   }
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::shared_ptr<const Authenticator> authenticator;
+  try {
+    credentials = server_credentials(flags.security.transport, "fabricd serve", flags.listen);
+    authenticator = server_authenticator(flags.security);
+  } catch (const std::exception& error) {
+    return fail(kUsageError, error.what());
+  }
   block_stop_signals();
   Coordinator coordinator({.store = std::move(store),
                            .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
                            .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
-                           .finished_jobs_kept = flags.finished_jobs_kept});
+                           .finished_jobs_kept = flags.finished_jobs_kept,
+                           .max_pending_jobs_per_user = flags.max_pending_per_user,
+                           .max_streams_per_user = flags.max_streams_per_user,
+                           .authenticator = authenticator});
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(flags.listen, credentials, &port);
+  builder.SetMaxReceiveMessageSize(flags.max_message_bytes);
   builder.RegisterService(&coordinator.job_service());
   builder.RegisterService(&coordinator.agent_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -76,14 +92,13 @@ int serve(const ServeFlags& flags) {
   std::unique_ptr<Agent> agent;
   std::thread agent_thread;
   if (slots > 0) {
-    char hostname[256] = "localhost";
-    ::gethostname(hostname, sizeof(hostname));
     agent = std::make_unique<Agent>(AgentOptions{
         .coordinator = (host == "0.0.0.0" ? "127.0.0.1" : host) + ":" + std::to_string(port),
-        .node_name = flags.node_name.empty() ? hostname : flags.node_name,
+        .node_name = flags.node_name.empty() ? default_node_name(flags.security) : flags.node_name,
         .advertise_host = !flags.advertise.empty() ? flags.advertise : host == "0.0.0.0" ? "127.0.0.1" : host,
         .rendezvous_listen = host + ":0",
-        .slots = slots});
+        .slots = slots,
+        .security = flags.security.transport});
     agent_thread = std::thread([&agent] { agent->run(); });
   }
   std::mutex mutex;
@@ -119,7 +134,8 @@ Registered add_serve(CLI::App& app) {
                       "slots of an agent run in this process (auto: one per CPU core; 0: none, agents join from "
                       "other nodes)")
       ->capture_default_str();
-  command->add_option("--node-name", flags->node_name, "the local agent's node name (default: the host name)");
+  command->add_option("--node-name", flags->node_name,
+                      "the local agent's node name (default: --tls-cert's common name, else the host name)");
   command->add_option("--advertise", flags->advertise,
                       "the address other nodes reach the local agent at (default: the --listen host; 127.0.0.1 "
                       "when that is 0.0.0.0, which serves one node only)");
@@ -133,6 +149,16 @@ Registered add_serve(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--history", flags->finished_jobs_kept, "finished jobs kept in the history")
       ->capture_default_str();
+  command->add_option("--max-pending-per-user", flags->max_pending_per_user,
+                      "PENDING jobs one user may have; more are refused RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  command->add_option("--max-streams-per-user", flags->max_streams_per_user,
+                      "watch/logs streams one user may hold open; more are refused RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  command->add_option("--max-message-size", flags->max_message_bytes, "the largest request accepted, in bytes")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  add_security_flags(*command, flags->security, SecurityRole::kServer);
   return {command, [flags](const std::vector<std::string>&) { return serve(*flags); }};
 }
 

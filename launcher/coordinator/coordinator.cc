@@ -19,6 +19,8 @@
 #include "jobs/job_spec.h"
 #include "jobs/job_state.h"
 #include "ranks/rank_environment.h"
+#include "security/secrets.h"
+#include "security/stream_limiter.h"
 
 namespace fabric::launcher {
 
@@ -78,6 +80,10 @@ bool is_failure(const v1::RankExit& exit) {
          !(exit.cause() == v1::RankExit::CAUSE_EXITED && exit.exit_code() == 0);
 }
 
+// Where SubmitJob's idempotency keys are looked up: per user, so that two users' request
+// ids never meet.
+std::string request_key(const std::string& owner, const std::string& request_id) { return owner + '\n' + request_id; }
+
 // The filter a page token is bound to: the requested states, sorted.
 std::string filter_key(const v1::ListJobsRequest& request) {
   std::vector<int> states(request.states().begin(), request.states().end());
@@ -123,29 +129,50 @@ struct Coordinator::Impl final : JobFeed {
     }
   };
 
+  // Every method authenticates its caller first; those that name a job then check that the
+  // caller owns it (or is an admin).
   class JobServiceImpl final : public v1::JobService::Service {
    public:
     explicit JobServiceImpl(Impl& impl) : impl_(impl) {}
-    grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
+    grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
                            v1::SubmitJobResponse* response) override {
-      return impl_.submit(*request, *response);
+      Caller caller;
+      if (auto s = impl_.options.authenticator->client(*context, caller); !s.ok()) return s;
+      return impl_.submit(caller, *request, *response);
     }
-    grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::Job* response) override {
+    grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* response) override {
+      Caller caller;
+      if (auto s = impl_.authorize(*context, request->job_id(), caller); !s.ok()) return s;
       return impl_.get(request->job_id(), *response);
     }
-    grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+    grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                           v1::ListJobsResponse* response) override {
-      return impl_.list(*request, *response);
+      Caller caller;
+      if (auto s = impl_.options.authenticator->client(*context, caller); !s.ok()) return s;
+      return impl_.list(caller, *request, *response);
     }
-    grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request, v1::Job* response) override {
+    grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+                           v1::Job* response) override {
+      Caller caller;
+      if (auto s = impl_.authorize(*context, request->job_id(), caller); !s.ok()) return s;
       return impl_.cancel(*request, *response);
     }
     grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                           grpc::ServerWriter<v1::JobEvent>* writer) override {
+      Caller caller;
+      if (auto s = impl_.authorize(*context, request->job_id(), caller); !s.ok()) return s;
+      grpc::Status refusal;
+      const auto slot = impl_.streams.acquire(caller.user, refusal);
+      if (!slot) return refusal;
       return watch_job(impl_, *context, request->job_id(), *writer);
     }
     grpc::Status StreamLogs(grpc::ServerContext* context, const v1::StreamLogsRequest* request,
                             grpc::ServerWriter<v1::LogLine>* writer) override {
+      Caller caller;
+      if (auto s = impl_.authorize(*context, request->job_id(), caller); !s.ok()) return s;
+      grpc::Status refusal;
+      const auto slot = impl_.streams.acquire(caller.user, refusal);
+      if (!slot) return refusal;
       return launcher::stream_logs(impl_, *context, *request, *writer);
     }
 
@@ -153,35 +180,56 @@ struct Coordinator::Impl final : JobFeed {
     Impl& impl_;
   };
 
+  // Every method first checks that its caller is a node of the cluster and, with TLS, that
+  // it is the node the session belongs to: a node certificate names one node, so one node
+  // can neither register as another nor speak for another's session.
   class AgentServiceImpl final : public v1::AgentService::Service {
    public:
     explicit AgentServiceImpl(Impl& impl) : impl_(impl) {}
-    grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+    grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
                           v1::RegisterResponse* response) override {
+      std::string node;
+      if (auto s = impl_.options.authenticator->node(*context, node); !s.ok()) return s;
+      if (!node.empty() && node != request->node_name()) {
+        return {grpc::StatusCode::PERMISSION_DENIED, "the node certificate of '" + node +
+                                                         "' cannot register node '" + request->node_name() +
+                                                         "'; run the agent with --node-name " + node};
+      }
       return impl_.register_agent(*request, *response);
     }
-    grpc::Status Heartbeat(grpc::ServerContext*, const v1::AgentHeartbeatRequest* request,
+    grpc::Status Heartbeat(grpc::ServerContext* context, const v1::AgentHeartbeatRequest* request,
                            v1::AgentHeartbeatResponse*) override {
+      if (auto s = admit(*context, request->agent_id()); !s.ok()) return s;
       return impl_.agent_heartbeat(*request);
     }
     grpc::Status StreamAssignments(grpc::ServerContext* context, const v1::StreamAssignmentsRequest* request,
                                    grpc::ServerWriter<v1::Assignment>* writer) override {
+      if (auto s = admit(*context, request->agent_id()); !s.ok()) return s;
       return impl_.stream_assignments(*context, request->agent_id(), *writer);
     }
-    grpc::Status ReportRankExit(grpc::ServerContext*, const v1::ReportRankExitRequest* request,
+    grpc::Status ReportRankExit(grpc::ServerContext* context, const v1::ReportRankExitRequest* request,
                                 v1::ReportRankExitResponse*) override {
+      if (auto s = admit(*context, request->agent_id()); !s.ok()) return s;
       return impl_.report_rank_exit(*request);
     }
-    grpc::Status PushLogs(grpc::ServerContext*, grpc::ServerReader<v1::PushLogsRequest>* reader,
+    grpc::Status PushLogs(grpc::ServerContext* context, grpc::ServerReader<v1::PushLogsRequest>* reader,
                           v1::PushLogsResponse*) override {
+      std::string node;
+      if (auto s = impl_.options.authenticator->node(*context, node); !s.ok()) return s;
       return impl_.push_logs(*reader);
     }
 
    private:
+    grpc::Status admit(const grpc::ServerContext& context, const std::string& agent_id) {
+      std::string node;
+      if (auto s = impl_.options.authenticator->node(context, node); !s.ok()) return s;
+      return node.empty() ? grpc::Status::OK : impl_.session_of_node(agent_id, node);
+    }
     Impl& impl_;
   };
 
   CoordinatorOptions options;
+  StreamLimiter streams{options.max_streams_per_user};
   JobServiceImpl job_service{*this};
   AgentServiceImpl agent_service{*this};
 
@@ -190,7 +238,7 @@ struct Coordinator::Impl final : JobFeed {
   bool shutting_down = false;
   std::map<std::string, Session> sessions;            // by agent_id
   std::map<std::string, std::unique_ptr<JobEntry>> jobs;  // by job_id
-  std::map<std::string, std::string> request_ids;     // request_id -> job_id
+  std::map<std::string, std::string> request_ids;     // request_key(owner, request_id) -> job_id
   std::thread reconciler;
 
   explicit Impl(CoordinatorOptions coordinator_options) : options(std::move(coordinator_options)) {
@@ -203,7 +251,10 @@ struct Coordinator::Impl final : JobFeed {
       auto entry = std::make_unique<JobEntry>(static_cast<std::size_t>(stored.record.job().spec().log().tail_lines()));
       entry->stored = std::move(stored);
       const std::string id = entry->stored.record.job().job_id();
-      if (!entry->stored.record.request_id().empty()) request_ids[entry->stored.record.request_id()] = id;
+      const std::string& request_id = entry->stored.record.request_id();
+      if (!request_id.empty()) request_ids[request_key(entry->stored.record.job().owner(), request_id)] = id;
+      // A job stored before jobs had secrets gets one: its next generation carries it.
+      if (entry->stored.record.job_secret().empty()) entry->stored.record.set_job_secret(random_secret());
       entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
       jobs.emplace(id, std::move(entry));
     }
@@ -381,6 +432,7 @@ struct Coordinator::Impl final : JobFeed {
       v1::StartRanks& start = *record.add_assignments();
       start.set_job_id(job.job_id());
       start.set_generation(generation);
+      start.set_job_secret(record.job_secret());
       *start.mutable_spec() = spec;
       for (std::int32_t local = 0; local < spec.nproc_per_node(); ++local) {
         start.add_ranks(node_rank * spec.nproc_per_node() + local);
@@ -509,7 +561,8 @@ struct Coordinator::Impl final : JobFeed {
     std::sort(finished.begin(), finished.end());
     for (std::size_t i = 0; i < finished.size() - options.finished_jobs_kept; ++i) {
       const std::string& job_id = finished[i].second;
-      request_ids.erase(jobs.at(job_id)->stored.record.request_id());
+      const v1::JobRecord& record = jobs.at(job_id)->stored.record;
+      request_ids.erase(request_key(record.job().owner(), record.request_id()));
       jobs.erase(job_id);
       try {
         options.store->delete_job(job_id);
@@ -534,15 +587,29 @@ struct Coordinator::Impl final : JobFeed {
     return it == jobs.end() ? nullptr : it->second.get();
   }
 
-  grpc::Status submit(const v1::SubmitJobRequest& request, v1::SubmitJobResponse& response) {
+  // PERMISSION_DENIED when job_id names a job of another user and the caller is no admin;
+  // OK for the owner, an admin, or a job that does not exist (the method answers NOT_FOUND).
+  grpc::Status authorize(const grpc::ServerContext& context, const std::string& job_id, Caller& caller) {
+    if (auto s = options.authenticator->client(context, caller); !s.ok()) return s;
+    std::lock_guard lock(mutex);
+    const JobEntry* entry = find(job_id);
+    if (entry == nullptr || caller.admin || entry->stored.record.job().owner() == caller.user) {
+      return grpc::Status::OK;
+    }
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "job " + job_id + " belongs to another user; '" + caller.user + "' may only see and cancel their own jobs"};
+  }
+
+  grpc::Status submit(const Caller& caller, const v1::SubmitJobRequest& request, v1::SubmitJobResponse& response) {
     if (const std::string problem = validate(request.spec()); !problem.empty()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, problem};
     }
     const v1::JobSpec spec = with_defaults(request.spec());
     std::lock_guard lock(mutex);
     if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"};
+    const std::string idempotency_key = request_key(caller.user, request.request_id());
     if (!request.request_id().empty()) {
-      if (const auto known = request_ids.find(request.request_id()); known != request_ids.end()) {
+      if (const auto known = request_ids.find(idempotency_key); known != request_ids.end()) {
         JobEntry& entry = *jobs.at(known->second);
         if (!google::protobuf::util::MessageDifferencer::Equals(entry.spec(), spec)) {
           return {grpc::StatusCode::ALREADY_EXISTS,
@@ -560,17 +627,28 @@ struct Coordinator::Impl final : JobFeed {
               "the coordinator already keeps " + std::to_string(unfinished) + " unfinished jobs (its limit); retry "
               "once some have ended"};
     }
+    const std::size_t pending = static_cast<std::size_t>(std::count_if(jobs.begin(), jobs.end(), [&](const auto& job) {
+      return job.second->job().state() == v1::JOB_STATE_PENDING && job.second->job().owner() == caller.user;
+    }));
+    if (pending >= options.max_pending_jobs_per_user) {
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "'" + caller.user + "' already has " + std::to_string(pending) +
+                  " jobs waiting to be placed, the limit of pending jobs per user (" +
+                  std::to_string(options.max_pending_jobs_per_user) + "); cancel some or wait until they start"};
+    }
     auto entry = std::make_unique<JobEntry>(static_cast<std::size_t>(spec.log().tail_lines()));
     v1::Job& job = entry->job();
     job.set_job_id(new_job_id(spec.name()));
     *job.mutable_spec() = spec;
     job.set_state(v1::JOB_STATE_PENDING);
     job.set_message("waiting to be placed");
+    job.set_owner(caller.user);
     *job.mutable_create_time() = now_timestamp();
     entry->stored.record.set_request_id(request.request_id());
+    entry->stored.record.set_job_secret(random_secret());
     persist(*entry);
     entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
-    if (!request.request_id().empty()) request_ids[request.request_id()] = job.job_id();
+    if (!request.request_id().empty()) request_ids[idempotency_key] = job.job_id();
     *response.mutable_job() = job;
     jobs.emplace(job.job_id(), std::move(entry));
     changed.notify_all();  // the reconciler places it now, not at its next tick
@@ -585,7 +663,7 @@ struct Coordinator::Impl final : JobFeed {
     return grpc::Status::OK;
   }
 
-  grpc::Status list(const v1::ListJobsRequest& request, v1::ListJobsResponse& response) {
+  grpc::Status list(const Caller& caller, const v1::ListJobsRequest& request, v1::ListJobsResponse& response) {
     const std::string filter = filter_key(request);
     std::int64_t before = std::numeric_limits<std::int64_t>::max();
     if (!request.page_token().empty()) {
@@ -606,7 +684,8 @@ struct Coordinator::Impl final : JobFeed {
     std::lock_guard lock(mutex);
     std::vector<JobEntry*> matching;
     for (auto& [job_id, entry] : jobs) {
-      if (entry->stored.sequence < before && (states.empty() || states.contains(entry->job().state()))) {
+      const bool visible = caller.admin || entry->job().owner() == caller.user;
+      if (visible && entry->stored.sequence < before && (states.empty() || states.contains(entry->job().state()))) {
         matching.push_back(entry.get());
       }
     }
@@ -655,6 +734,15 @@ struct Coordinator::Impl final : JobFeed {
   }
 
   // --- AgentService -----------------------------------------------------------------
+
+  // PERMISSION_DENIED when agent_id is a session of another node than `node`.
+  grpc::Status session_of_node(const std::string& agent_id, const std::string& node) {
+    std::lock_guard lock(mutex);
+    const auto it = sessions.find(agent_id);
+    if (it == sessions.end() || it->second.stored.node_name == node) return grpc::Status::OK;
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "session " + agent_id + " belongs to node '" + it->second.stored.node_name + "', not to '" + node + "'"};
+  }
 
   grpc::Status register_agent(const v1::RegisterRequest& request, v1::RegisterResponse& response) {
     if (request.node_name().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "node_name is empty; name the node"};

@@ -17,6 +17,7 @@
 #include "fabric/v1/agent.grpc.pb.h"
 #include "fabric/v1/job.grpc.pb.h"
 #include "jobs/job_store.h"
+#include "security/authenticator.h"
 
 namespace fabric::launcher {
 
@@ -27,8 +28,17 @@ struct CoordinatorOptions {
   std::chrono::milliseconds agent_heartbeat_timeout = std::chrono::seconds(5);
   // Finished jobs kept in the history (the oldest are forgotten first).
   std::size_t finished_jobs_kept = 1000;
-  // SubmitJob answers RESOURCE_EXHAUSTED beyond this many unfinished jobs.
+  // SubmitJob answers RESOURCE_EXHAUSTED beyond this many unfinished jobs...
   std::size_t max_unfinished_jobs = 10000;
+  // ...or this many PENDING jobs of the caller's.
+  std::size_t max_pending_jobs_per_user = 100;
+  // WatchJob and StreamLogs answer RESOURCE_EXHAUSTED beyond this many open per user.
+  std::size_t max_streams_per_user = 32;
+  // Who may call: clients of JobService (a job's owner, or an admin) and nodes of
+  // AgentService. The default lets everyone in as an admin, for in-process tests; fabricd
+  // serve passes the one its flags describe.
+  std::shared_ptr<const Authenticator> authenticator =
+      std::make_shared<const Authenticator>(Authenticator::open_to_all());
   // How often the reconcile thread looks at agents and waiting jobs (it also runs at once
   // on every change).
   std::chrono::milliseconds tick = std::chrono::milliseconds(100);

@@ -3,6 +3,9 @@
 // (WAL journal, synchronous=FULL), so a coordinator killed at any instant restarts with
 // every job it had acknowledged.
 #include <sqlite3.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <mutex>
 
@@ -10,6 +13,8 @@
 
 namespace fabric::launcher {
 namespace {
+
+constexpr const char* kInMemory = ":memory:";  // SQLite's name for a database in memory only
 
 class Statement {
  public:
@@ -56,6 +61,12 @@ class Statement {
 class SqliteJobStore final : public JobStore {
  public:
   explicit SqliteJobStore(const std::string& path) {
+    // The records hold the jobs' secrets: the file is its owner's alone, from its creation
+    // on (SQLite gives its -wal and -shm files the same mode).
+    if (path != kInMemory) {
+      if (const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600); fd >= 0) ::close(fd);
+      ::chmod(path.c_str(), 0600);
+    }
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         nullptr) != SQLITE_OK) {
       const std::string reason = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -160,6 +171,6 @@ class SqliteJobStore final : public JobStore {
 }  // namespace
 
 std::unique_ptr<JobStore> open_sqlite_job_store(const std::string& path) { return std::make_unique<SqliteJobStore>(path); }
-std::unique_ptr<JobStore> in_memory_job_store() { return std::make_unique<SqliteJobStore>(":memory:"); }
+std::unique_ptr<JobStore> in_memory_job_store() { return std::make_unique<SqliteJobStore>(kInMemory); }
 
 }  // namespace fabric::launcher

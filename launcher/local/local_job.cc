@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "jobs/job_spec.h"
+#include "security/secrets.h"
 #include "ranks/health_watch.h"
 #include "ranks/output_router.h"
 #include "ranks/ports.h"
@@ -62,6 +63,7 @@ struct LocalJob::Impl {
   OutputRouter router;
   std::shared_ptr<StderrTail> tail = std::make_shared<StderrTail>(kSummaryTailLines);
   RendezvousServer server;  // after the sinks: it may still be answering while they go
+  const std::string secret = random_secret();  // the ranks' FABRICD_JOB_SECRET
 
   std::mutex mutex;
   std::condition_variable changed;
@@ -83,7 +85,9 @@ struct LocalJob::Impl {
     router.add(tail);
     if (hooks.lines) router.add(hooks.lines);
     server.service().start_job(job_id, spec.nproc_per_node(),
-                               {.rdzv_timeout = rdzv_timeout(spec), .heartbeat_interval = health.heartbeat_interval()});
+                               {.rdzv_timeout = rdzv_timeout(spec),
+                                .heartbeat_interval = health.heartbeat_interval(),
+                                .secret = secret});
   }
 
   void say(const std::string& text) { console->message(text); }
@@ -103,6 +107,7 @@ struct LocalJob::Impl {
                              .generation = generation};
     Environment base = inherited_environment();
     for (const auto& [name, value] : node) base[name] = value;
+    add_job_credentials(base, secret, /*tls_ca=*/"");  // loopback: plain text
     for (std::int32_t r = 0; r < spec.nproc_per_node(); ++r) {
       RankProcess rank{.rank = r, .local_rank = r, .env = base};
       add_process_variables(rank.env, r, r, server.endpoint(), "127.0.0.1");

@@ -33,8 +33,9 @@ class LocalJobService::Lines final : public LineSink {
   LocalJobService& service_;
 };
 
-LocalJobService::LocalJobService(const std::string& job_id, const v1::JobSpec& spec, std::function<void()> cancel)
-    : cancel_(std::move(cancel)), logs_(static_cast<std::size_t>(spec.log().tail_lines())) {
+LocalJobService::LocalJobService(const std::string& job_id, const v1::JobSpec& spec, std::function<void()> cancel,
+                                 std::shared_ptr<const Authenticator> authenticator)
+    : cancel_(std::move(cancel)), authenticator_(std::move(authenticator)), logs_(static_cast<std::size_t>(spec.log().tail_lines())) {
   char host[256] = "localhost";
   ::gethostname(host, sizeof(host));
   job_.set_job_id(job_id);
@@ -89,20 +90,31 @@ std::optional<JobFeed::View> LocalJobService::view(const std::string& job_id) {
   return View{.events = &events_, .logs = &logs_, .finished = is_terminal(job_.state())};
 }
 
-grpc::Status LocalJobService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::SubmitJobResponse*) {
+grpc::Status LocalJobService::authenticate(const grpc::ServerContext& context, Caller& caller) const {
+  return authenticator_->client(context, caller);
+}
+
+grpc::Status LocalJobService::SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest*,
+                                        v1::SubmitJobResponse*) {
+  Caller caller;
+  if (auto s = authenticate(*context, caller); !s.ok()) return s;
   return {grpc::StatusCode::FAILED_PRECONDITION,
           "this is a local fabricd run, which runs its one job; submit to a coordinator (fabricd serve) instead"};
 }
 
-grpc::Status LocalJobService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::Job* response) {
+grpc::Status LocalJobService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* response) {
+  Caller caller;
+  if (auto s = authenticate(*context, caller); !s.ok()) return s;
   std::lock_guard lock(mutex_);
   if (request->job_id() != job_.job_id()) return job_not_found(request->job_id());
   *response = job_;
   return grpc::Status::OK;
 }
 
-grpc::Status LocalJobService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+grpc::Status LocalJobService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                                        v1::ListJobsResponse* response) {
+  Caller caller;
+  if (auto s = authenticate(*context, caller); !s.ok()) return s;
   if (!request->page_token().empty()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "page_token does not come from this server's ListJobs"};
   }
@@ -113,7 +125,9 @@ grpc::Status LocalJobService::ListJobs(grpc::ServerContext*, const v1::ListJobsR
   return grpc::Status::OK;
 }
 
-grpc::Status LocalJobService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request, v1::Job* response) {
+grpc::Status LocalJobService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request, v1::Job* response) {
+  Caller caller;
+  if (auto s = authenticate(*context, caller); !s.ok()) return s;
   std::int32_t generation = 0;
   {
     std::lock_guard lock(mutex_);
@@ -134,11 +148,21 @@ grpc::Status LocalJobService::CancelJob(grpc::ServerContext*, const v1::CancelJo
 
 grpc::Status LocalJobService::WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                                        grpc::ServerWriter<v1::JobEvent>* writer) {
+  Caller caller;
+  if (auto s = authenticate(*context, caller); !s.ok()) return s;
+  grpc::Status refusal;
+  const auto slot = streams_.acquire(caller.user, refusal);
+  if (!slot) return refusal;
   return watch_job(*this, *context, request->job_id(), *writer);
 }
 
 grpc::Status LocalJobService::StreamLogs(grpc::ServerContext* context, const v1::StreamLogsRequest* request,
                                          grpc::ServerWriter<v1::LogLine>* writer) {
+  Caller caller;
+  if (auto s = authenticate(*context, caller); !s.ok()) return s;
+  grpc::Status refusal;
+  const auto slot = streams_.acquire(caller.user, refusal);
+  if (!slot) return refusal;
   return stream_logs(*this, *context, *request, *writer);
 }
 

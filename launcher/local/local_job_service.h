@@ -2,7 +2,8 @@
 // script watches, reads the logs of and cancels a local job exactly as it would a job on a
 // cluster. Fed by the LocalJob's hooks (local_job.h); WatchJob and StreamLogs go through
 // JobFeed, as on the coordinator. SubmitJob is FAILED_PRECONDITION: one `fabricd run`
-// runs one job.
+// runs one job. Every call is authenticated as on a coordinator; the job is the operator's,
+// and any caller the authenticator lets in may follow or cancel it.
 #pragma once
 
 #include <condition_variable>
@@ -14,13 +15,16 @@
 #include "fabric/v1/job.grpc.pb.h"
 #include "jobs/job_feed.h"
 #include "local/local_job.h"
+#include "security/authenticator.h"
+#include "security/stream_limiter.h"
 
 namespace fabric::launcher {
 
 class LocalJobService final : public fabric::v1::JobService::Service, public JobFeed {
  public:
   // `cancel` stops the job (CancelJob; called without the service's lock).
-  LocalJobService(const std::string& job_id, const fabric::v1::JobSpec& spec, std::function<void()> cancel);
+  LocalJobService(const std::string& job_id, const fabric::v1::JobSpec& spec, std::function<void()> cancel,
+                  std::shared_ptr<const Authenticator> authenticator);
   ~LocalJobService() override;
 
   // What to give the LocalJob: its lines and state changes arrive here.
@@ -48,8 +52,11 @@ class LocalJobService final : public fabric::v1::JobService::Service, public Job
  private:
   class Lines;
   void change(fabric::v1::JobState state, std::int32_t generation, const std::string& message);
+  grpc::Status authenticate(const grpc::ServerContext& context, Caller& caller) const;
 
   const std::function<void()> cancel_;
+  const std::shared_ptr<const Authenticator> authenticator_;
+  StreamLimiter streams_{32};
   std::mutex mutex_;
   std::condition_variable changed_;
   bool closed_ = false;                       // guarded by mutex_

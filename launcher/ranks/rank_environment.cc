@@ -39,6 +39,20 @@ void add_process_variables(Environment& env, std::int32_t rank, std::int32_t loc
   env["FABRICD_NODE_ADDRESS"] = node_address;
 }
 
+void add_job_credentials(Environment& env, const std::string& secret, const std::string& tls_ca) {
+  // The launcher's own credentials (set in its environment by a systemd unit, say) are not
+  // the ranks' business.
+  for (const char* name : {"FABRICD_TLS_CERT", "FABRICD_TLS_KEY", "FABRICD_TOKEN_FILE", "FABRICD_INSECURE"}) {
+    env.erase(name);
+  }
+  env["FABRICD_JOB_SECRET"] = secret;
+  if (tls_ca.empty()) {
+    env.erase("FABRICD_TLS_CA");
+  } else {
+    env["FABRICD_TLS_CA"] = tls_ca;
+  }
+}
+
 Environment inherited_environment() {
   Environment env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {

@@ -38,6 +38,14 @@ Environment node_environment(const NodePlacement& placement, const Environment& 
 void add_process_variables(Environment& env, std::int32_t rank, std::int32_t local_rank,
                            const std::string& supervisor_endpoint, const std::string& node_address);
 
+// Adds the job's credentials: FABRICD_JOB_SECRET, which every RendezvousService call of
+// the rank must carry, and FABRICD_TLS_CA (the CA file that verifies the launcher's TLS)
+// when `tls_ca` is not empty. They are added by the launcher that spawns the ranks, never
+// put in JobSpec.env or StartRanks.env, so nothing that shows a job's environment shows
+// them. The launcher's own FABRICD_TLS_CERT/_KEY, FABRICD_TOKEN_FILE and FABRICD_INSECURE
+// are removed.
+void add_job_credentials(Environment& env, const std::string& secret, const std::string& tls_ca);
+
 // This process's own environment (what a rank inherits underneath everything else).
 Environment inherited_environment();
 

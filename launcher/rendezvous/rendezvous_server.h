@@ -1,7 +1,9 @@
 // RendezvousServer: a RendezvousServiceImpl served on a port of its own, for as long as the
-// object lives. `fabricd run` listens on a loopback port it picks; a node agent on the
-// address its peers reach it at. The destructor wakes blocked calls before shutting the
-// server down, so it never waits on a Get with no timeout.
+// object lives. `fabricd run` listens on a loopback port it picks, in plain text; a node
+// agent on the address its peers reach it at, with TLS when it has a certificate (ranks
+// verify it with the CA in FABRICD_TLS_CA). Either way every call must carry its job's
+// secret. The destructor wakes blocked calls before shutting the server down, so it never
+// waits on a Get with no timeout.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -15,21 +17,33 @@
 
 namespace fabric::launcher {
 
+struct RendezvousServerOptions {
+  std::string listen = "127.0.0.1:0";  // host:port; port 0 picks a free one
+  std::string advertise_host;           // the host the ranks dial (the listening host when empty)
+  // See RendezvousServiceImpl: how long a request of a job not begun yet waits for it.
+  std::chrono::milliseconds await_unstarted{0};
+  // TLS for the ranks' connections; plain text when null (loopback only: fabricd run).
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  RendezvousLimits limits;
+  // The largest request the server reads (gRPC's own default, said out loud).
+  int max_message_bytes = 4 << 20;
+};
+
 class RendezvousServer {
  public:
-  // listen: "host:port"; port 0 picks a free one. advertise_host: the host the ranks are
-  // told to dial (the listening host when empty).
-  explicit RendezvousServer(const std::string& listen = "127.0.0.1:0", std::string advertise_host = "",
-                            std::chrono::milliseconds await_unstarted = std::chrono::milliseconds(0))
-      : service_(await_unstarted) {
+  explicit RendezvousServer(RendezvousServerOptions options = {})
+      : service_(options.await_unstarted, options.limits) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(options.listen,
+                             options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &port_);
+    builder.SetMaxReceiveMessageSize(options.max_message_bytes);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
-    if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + listen + " for the rendezvous");
-    const std::string host = listen.substr(0, listen.rfind(':'));
-    advertise_host_ = advertise_host.empty() ? (host == "0.0.0.0" || host == "[::]" ? "127.0.0.1" : host)
-                                             : std::move(advertise_host);
+    if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options.listen + " for the rendezvous");
+    const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+    advertise_host_ = !options.advertise_host.empty()              ? std::move(options.advertise_host)
+                      : host == "0.0.0.0" || host == "[::]" ? std::string("127.0.0.1")
+                                                             : host;
   }
   ~RendezvousServer() {
     service_.shutdown();  // wakes blocked calls first, so Shutdown does not wait on them

@@ -1,5 +1,7 @@
 #include "rendezvous/rendezvous_service.h"
 
+#include "security/secrets.h"
+
 #include <charconv>
 #include <condition_variable>
 #include <limits>
@@ -127,6 +129,7 @@ struct RendezvousServiceImpl::Job {
   std::int32_t generation;
   bool ended = false;
   std::map<std::string, std::string> store;
+  std::size_t store_bytes = 0;  // the keys' and values' sizes summed, against the limit
   std::map<std::pair<std::string, std::int64_t>, BarrierState> barriers;
   std::map<std::int32_t, RankHeartbeat> heartbeats;
   std::map<std::int32_t, v1::RankError> errors;
@@ -136,6 +139,7 @@ struct RendezvousServiceImpl::Job {
 
   void clear_generation_state() {
     store.clear();
+    store_bytes = 0;
     barriers.clear();
     heartbeats.clear();
     errors.clear();
@@ -206,13 +210,22 @@ grpc::Status unfinished(WaitEnd end, std::string_view rpc, const std::string& jo
   return grpc::Status::OK;
 }
 
+// Whether the call's metadata carries `secret` (compared in constant time).
+bool carries_secret(const grpc::ServerContext* context, const std::string& secret) {
+  if (context == nullptr) return false;
+  const auto& metadata = context->client_metadata();
+  const auto it = metadata.find(kJobSecretMetadata);
+  return it != metadata.end() && secrets_equal(std::string_view(it->second.data(), it->second.size()), secret);
+}
+
 std::string timeout_text(std::optional<milliseconds> timeout) {
   return timeout ? format_duration(*timeout) : std::string("the client's deadline");
 }
 
 }  // namespace
 
-RendezvousServiceImpl::RendezvousServiceImpl(milliseconds await_unstarted) : await_unstarted_(await_unstarted) {}
+RendezvousServiceImpl::RendezvousServiceImpl(milliseconds await_unstarted, RendezvousLimits limits)
+    : await_unstarted_(await_unstarted), limits_(limits) {}
 RendezvousServiceImpl::~RendezvousServiceImpl() = default;
 
 // --- The supervisor's API -----------------------------------------------------------
@@ -228,6 +241,10 @@ void RendezvousServiceImpl::start_job(const std::string& job_id, std::int32_t wo
     throw std::invalid_argument("start_job: job " + quoted(job_id) +
                                 " has a negative generation, rdzv_timeout or "
                                 "heartbeat_interval");
+  }
+  if (options.secret.empty()) {
+    throw std::invalid_argument("start_job: job " + quoted(job_id) +
+                                " has no secret; every job's ranks authenticate with one (random_secret())");
   }
   std::lock_guard lock(jobs_mutex_);
   const auto [it, inserted] = jobs_.try_emplace(job_id, std::make_shared<Job>(job_id, world_size, options));
@@ -381,6 +398,12 @@ grpc::Status RendezvousServiceImpl::admit(const grpc::ServerContext* server_cont
                 "; check that FABRICD_ENDPOINT points at the daemon that started this rank "
                 "(the job may also have ended)."};
   }
+  if (!carries_secret(server_context, job->options.secret)) {
+    return {grpc::StatusCode::UNAUTHENTICATED,
+            "the request does not carry job " + quoted(job->id) + "'s secret: every RendezvousService call needs the " +
+                std::string(kJobSecretVariable) + " fabricd gave the job's ranks, as `" + kJobSecretMetadata +
+                "` metadata; a process the launcher did not start cannot use the job's store."};
+  }
   std::unique_lock lock(job->mutex);
   if (context->rank() >= job->world_size) {
     return invalid("context.rank is " + std::to_string(context->rank()) + " but job " + quoted(job->id) +
@@ -410,15 +433,37 @@ grpc::Status RendezvousServiceImpl::admit(const grpc::ServerContext* server_cont
   return grpc::Status::OK;
 }
 
+grpc::Status RendezvousServiceImpl::store_put(Job& job, std::string_view rpc, const std::string& key,
+                                              std::string value) const {
+  const auto it = job.store.find(key);
+  const std::size_t old_bytes = it == job.store.end() ? 0 : key.size() + it->second.size();
+  const std::size_t new_bytes = key.size() + value.size();
+  if (it == job.store.end() && job.store.size() >= limits_.max_keys_per_job) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            std::string(rpc) + ": job " + quoted(job.id) + "'s store already holds " +
+                std::to_string(job.store.size()) + " keys, the launcher's limit of keys per job store (" +
+                std::to_string(limits_.max_keys_per_job) + "); delete keys the job no longer needs."};
+  }
+  if (job.store_bytes - old_bytes + new_bytes > limits_.max_bytes_per_job) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            std::string(rpc) + ": writing " + std::to_string(new_bytes) + " bytes at key " + quoted(key) +
+                " would take job " + quoted(job.id) + "'s store past the launcher's limit of bytes per job store (" +
+                std::to_string(limits_.max_bytes_per_job) + "; it holds " + std::to_string(job.store_bytes) +
+                "); store less, or delete keys the job no longer needs."};
+  }
+  job.store_bytes = job.store_bytes - old_bytes + new_bytes;
+  job.store.insert_or_assign(key, std::move(value));
+  job.changed.notify_all();
+  return grpc::Status::OK;
+}
+
 // --- fabric.v1.RendezvousService ----------------------------------------------------
 
 grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext* server_context, const v1::SetRequest* request, v1::SetResponse*) {
   Admitted a;
   if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("Set", request->key()); !s.ok()) return s;
-  a.job->store[request->key()] = request->value();
-  a.job->changed.notify_all();
-  return grpc::Status::OK;
+  return store_put(*a.job, "Set", request->key(), request->value());
 }
 
 grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* server_context, const v1::GetRequest* request,
@@ -473,8 +518,7 @@ grpc::Status RendezvousServiceImpl::Add(grpc::ServerContext* server_context, con
                                                 " overflows int64; the counter is unchanged."};
   }
   const std::int64_t sum = current + amount;
-  a.job->store[key] = std::to_string(sum);
-  a.job->changed.notify_all();
+  if (auto s = store_put(*a.job, "Add", key, std::to_string(sum)); !s.ok()) return s;
   response->set_value(sum);
   return grpc::Status::OK;
 }
@@ -488,8 +532,7 @@ grpc::Status RendezvousServiceImpl::CompareSet(grpc::ServerContext* server_conte
   const auto it = store.find(request->key());
   const bool matches = it == store.end() ? request->expected_value().empty() : it->second == request->expected_value();
   if (matches) {
-    store[request->key()] = request->desired_value();
-    a.job->changed.notify_all();
+    if (auto s = store_put(*a.job, "CompareSet", request->key(), request->desired_value()); !s.ok()) return s;
     response->set_value(request->desired_value());
   } else {
     // TCPStore's convention: a missing key answers the expected value.
@@ -553,7 +596,12 @@ grpc::Status RendezvousServiceImpl::DeleteKey(grpc::ServerContext* server_contex
   Admitted a;
   if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   if (auto s = check_key("DeleteKey", request->key()); !s.ok()) return s;
-  response->set_deleted(a.job->store.erase(request->key()) > 0);
+  const auto it = a.job->store.find(request->key());
+  response->set_deleted(it != a.job->store.end());
+  if (it != a.job->store.end()) {
+    a.job->store_bytes -= it->first.size() + it->second.size();
+    a.job->store.erase(it);
+  }
   return grpc::Status::OK;
 }
 

@@ -27,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "fabric/v1/rendezvous.grpc.pb.h"
 
@@ -42,6 +43,17 @@ struct RendezvousJobOptions {
   std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(30);
   // The generation the job starts in (FABRICD_RESTART_COUNT of its first ranks).
   std::int32_t generation = 0;
+  // The job's secret (FABRICD_JOB_SECRET of its ranks, security/secrets.h): every request
+  // must carry it as `fabricd-job-secret` metadata, or it is refused UNAUTHENTICATED.
+  // Required: start_job refuses an empty one.
+  std::string secret;
+};
+
+// What one job's store may hold, so that no rank can exhaust the launcher's memory: a
+// write beyond either is refused RESOURCE_EXHAUSTED, naming the limit.
+struct RendezvousLimits {
+  std::size_t max_keys_per_job = 100'000;
+  std::size_t max_bytes_per_job = std::size_t{256} << 20;  // keys and values together
 };
 
 // The last heartbeat of a rank in the job's current generation.
@@ -61,7 +73,8 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   // await_unstarted: how long a request of a job or generation not begun yet waits for it
   // before it is refused. Zero on one node (nothing can be early there); node agents wait,
   // since a rank of another node may reach the job's store before its assignment does.
-  explicit RendezvousServiceImpl(std::chrono::milliseconds await_unstarted = std::chrono::milliseconds(0));
+  explicit RendezvousServiceImpl(std::chrono::milliseconds await_unstarted = std::chrono::milliseconds(0),
+                                 RendezvousLimits limits = {});
   ~RendezvousServiceImpl() override;
   RendezvousServiceImpl(const RendezvousServiceImpl&) = delete;
   RendezvousServiceImpl& operator=(const RendezvousServiceImpl&) = delete;
@@ -70,7 +83,7 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
 
   // Starts serving job_id with world_size ranks, in options.generation with an empty
   // store. Throws std::invalid_argument when the job is already served, job_id is empty,
-  // world_size < 1 or options are negative.
+  // world_size < 1, options are negative or the secret is empty.
   void start_job(const std::string& job_id, std::int32_t world_size, RendezvousJobOptions options = {});
 
   // Ends the job's current generation and starts `generation` (> the current one) with an
@@ -150,6 +163,8 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   // find_job, waiting until `deadline` for a job that is not served yet.
   [[nodiscard]] std::shared_ptr<Job> await_job(const std::string& job_id,
                                                std::chrono::steady_clock::time_point deadline) const;
+  // The store write of `key` = `value` within the limits (the job's lock held).
+  [[nodiscard]] grpc::Status store_put(Job& job, std::string_view rpc, const std::string& key, std::string value) const;
   [[nodiscard]] grpc::Status admit(const grpc::ServerContext* server_context, const fabric::v1::RankContext* context,
                                    bool has_context, Admitted& out) const;
 
@@ -158,6 +173,7 @@ class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Servic
   std::map<std::string, std::shared_ptr<Job>> jobs_;  // guarded by jobs_mutex_
   std::atomic<bool> shutting_down_{false};
   const std::chrono::milliseconds await_unstarted_;
+  const RendezvousLimits limits_;
 };
 
 }  // namespace fabric::launcher

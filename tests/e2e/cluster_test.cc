@@ -3,6 +3,8 @@
 // `fabricd submit` and followed with `fabricd watch`:
 //   * the digits example trains with 2 nodes x 2 ranks under DDP (Gloo across the
 //     namespaces, the store on node rank 0's agent) to the accuracy of one node;
+//   * every daemon runs with TLS from `fabricd certs` and clients with tokens; strangers
+//     (no token, another user, an uncertified agent, another job's rank) are refused;
 //   * an agent SIGKILLed mid-job, and a node whose link is cut, are declared lost within
 //     the heartbeat timeout; the elastic job (1:2) restarts on the survivor and completes;
 //   * the coordinator SIGKILLed and restarted mid-job keeps its history and re-adopts the
@@ -16,6 +18,7 @@
 #include <regex>
 #include <string>
 
+#include "support/cluster_credentials.h"
 #include "support/network_lab.h"
 #include "support/processes.h"
 #include "support/temp_dir.h"
@@ -52,6 +55,11 @@ class Cluster : public ::testing::Test {
     if (const std::string why = NetworkLab::unavailable(); !why.empty()) GTEST_SKIP() << why;
     lab_ = std::make_unique<NetworkLab>(std::vector<std::string>{"c", "n1", "n2"});
     server_ = lab_->address("c") + ":7070";
+    credentials_ = std::make_unique<testing::ClusterCredentials>(
+        kFabricd, dir_.path(),
+        std::vector<std::pair<std::string, std::string>>{
+            {"c", lab_->address("c")}, {"n1", lab_->address("n1")}, {"n2", lab_->address("n2")}},
+        std::vector<std::string>{"alice", "bob"});
     start_coordinator();
     for (const char* node : {"n1", "n2"}) start_agent(node);
   }
@@ -60,7 +68,8 @@ class Cluster : public ::testing::Test {
     coordinator_ = std::make_unique<Daemon>(
         lab_->exec("c") + kFabricd + " serve --listen " + server_ + " --state " + dir_.path() +
             "/state --local-agent 0 --agent-heartbeat-interval 0.25 --agent-heartbeat-timeout " +
-            std::to_string(kHeartbeatTimeoutSeconds),
+            std::to_string(kHeartbeatTimeoutSeconds) + credentials_->node_flags("c") + " --token-file " +
+            credentials_->tokens(),
         dir_.path() + "/coordinator." + std::to_string(coordinator_starts_++) + ".log");
     ASSERT_TRUE(coordinator_->wait_for_output("listening on", seconds(20))) << coordinator_->output();
   }
@@ -68,19 +77,20 @@ class Cluster : public ::testing::Test {
   void start_agent(const std::string& node) {
     auto& agent = agents_[node];
     agent = std::make_unique<Daemon>(lab_->exec(node) + kFabricd + " agent --coordinator " + server_ +
-                                         " --node-name " + node + " --advertise " + lab_->address(node) + " --slots 2",
+                                         " --node-name " + node + " --advertise " + lab_->address(node) +
+                                         " --slots 2" + credentials_->node_flags(node),
                                      dir_.path() + "/agent-" + node + ".log");
     ASSERT_TRUE(agent->wait_for_output("registered as", seconds(20))) << agent->output();
   }
 
-  // A fabricd client command, run in the coordinator's namespace.
-  CommandResult client(const std::string& arguments) {
-    return run_command(lab_->exec("c") + kFabricd + " " + arguments + " --server " + server_);
+  // A fabricd client command, run in the coordinator's namespace as `user`.
+  CommandResult client(const std::string& arguments, const std::string& user = "alice") {
+    return run_command(lab_->exec("c") + kFabricd + " " + arguments + " --server " + server_ + credentials_->client_flags(user));
   }
 
   std::string submit(const std::string& flags_and_program) {
-    CommandResult submitted = run_command(lab_->exec("c") + kFabricd + " submit --server " + server_ + " " +
-                                          flags_and_program);
+    CommandResult submitted = run_command(lab_->exec("c") + kFabricd + " submit --server " + server_ + credentials_->client_flags("alice") +
+                                          " " + flags_and_program);
     EXPECT_EQ(submitted.status, 0) << submitted.output;
     std::string id = submitted.output;
     while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
@@ -88,12 +98,13 @@ class Cluster : public ::testing::Test {
   }
 
   std::unique_ptr<Daemon> watch(const std::string& job) {
-    return std::make_unique<Daemon>(lab_->exec("c") + kFabricd + " watch " + job + " --server " + server_,
+    return std::make_unique<Daemon>(lab_->exec("c") + kFabricd + " watch " + job + " --server " + server_ + credentials_->client_flags("alice"),
                                     dir_.path() + "/watch-" + job + "-" + std::to_string(watches_++) + ".log");
   }
 
   testing::ScopedTempDir dir_;
   std::unique_ptr<NetworkLab> lab_;
+  std::unique_ptr<testing::ClusterCredentials> credentials_;
   std::string server_;
   std::unique_ptr<Daemon> coordinator_;
   std::map<std::string, std::unique_ptr<Daemon>> agents_;
@@ -234,6 +245,41 @@ TEST_F(Cluster, BadSubmissionsGetThePreciseStatusAndTheCoordinatorLivesOn) {
   EXPECT_NE(waiting.output.find("waiting for 1 node with 8 free slots"), std::string::npos) << waiting.output;
   EXPECT_EQ(client("cancel " + big).status, 0);
   EXPECT_EQ(client("list").status, 0) << "the coordinator died on bad input";
+}
+
+// Across nodes, nobody gets in without credentials: a client without a token, another
+// user, an agent without a certificate, and a rank of one job posing as another's.
+TEST_F(Cluster, StrangersAreRefusedAndJobsCannotReadEachOthersStores) {
+  const CommandResult anonymous =
+      run_command(lab_->exec("c") + kFabricd + " list --server " + server_ + credentials_->ca_flag());
+  EXPECT_EQ(anonymous.status, 4) << anonymous.output;
+  EXPECT_NE(anonymous.output.find("UNAUTHENTICATED"), std::string::npos) << anonymous.output;
+  const CommandResult plain = run_command(lab_->exec("c") + kFabricd + " list --insecure --server " + server_);
+  EXPECT_EQ(plain.status, 4) << "a plain-text client reached a TLS coordinator\n" << plain.output;
+  const CommandResult uncertified = run_command(lab_->exec("n2") + kFabricd + " agent --coordinator " + server_ +
+                                                " --advertise " + lab_->address("n2"));
+  EXPECT_EQ(uncertified.status, 2) << uncertified.output;
+  EXPECT_NE(uncertified.output.find("node certificate"), std::string::npos) << uncertified.output;
+
+  // Job B: one rank on each node, so that every agent serves its store's secret.
+  const std::string b = submit("--nnodes 2 --nproc-per-node 1 /bin/sh -c 'echo B up; exec sleep 300'");
+  auto b_watcher = watch(b);
+  ASSERT_TRUE(b_watcher->wait_for_output("RUNNING", seconds(30))) << b_watcher->output();
+  EXPECT_EQ(client("status " + b, "bob").status, 4);
+  EXPECT_NE(client("status " + b, "bob").output.find("PERMISSION_DENIED"), std::string::npos);
+  EXPECT_NE(client("cancel " + b, "bob").output.find("PERMISSION_DENIED"), std::string::npos);
+  EXPECT_EQ(client("list", "bob").output.find(b), std::string::npos) << "bob lists alice's job";
+
+  // Job A's rank asks its agent for job B's store, with job A's secret.
+  const std::string a = submit("--nproc-per-node 1 " + std::string(STORE_PROBE) + " --job " + b);
+  auto a_watcher = watch(a);
+  const auto a_status = a_watcher->wait(milliseconds(60'000));
+  ASSERT_TRUE(a_status) << a_watcher->output();
+  EXPECT_EQ(*a_status, 1) << "job A's probe was not refused\n" << a_watcher->output();
+  const CommandResult probe = client("logs " + a);
+  EXPECT_NE(probe.output.find("refused UNAUTHENTICATED"), std::string::npos) << probe.output;
+  const CommandResult cancelled = client("cancel " + b);
+  EXPECT_EQ(cancelled.status, 0) << cancelled.output;
 }
 
 }  // namespace

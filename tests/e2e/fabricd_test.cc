@@ -260,7 +260,7 @@ TEST(FabricdRun, GivesTheRanksTorchrunsRestartVariables) {
 // `fabricd run --serve`: the same JobService a cluster has, for one local job.
 TEST(FabricdRun, ServeLetsAClientReadTheLogsAndCancelTheJob) {
   testing::ScopedTempDir dir;
-  testing::Daemon run(kFabricd + " run --serve 127.0.0.1:0 --nproc-per-node 2 --grace-period 5 /bin/sh -c "
+  testing::Daemon run(kFabricd + " run --serve 127.0.0.1:0 --insecure --nproc-per-node 2 --grace-period 5 /bin/sh -c "
                                  "'echo up $RANK; exec sleep 60'",
                       dir.path() + "/run.log");
   ASSERT_TRUE(run.wait_for_output("[rank 1] up 1", std::chrono::seconds(20))) << run.output();
@@ -270,20 +270,48 @@ TEST(FabricdRun, ServeLetsAClientReadTheLogsAndCancelTheJob) {
   std::istringstream words(output.substr(at + 27));
   std::string job, on, server;
   words >> job >> on >> server;
-  CommandResult logs = run_command(kFabricd + " logs " + job + " --server " + server);
+  CommandResult plain = run_command(kFabricd + " logs " + job + " --server " + server);
+  EXPECT_EQ(plain.status, 2) << "a client asks for plain text by name\n" << plain.output;
+  EXPECT_NE(plain.output.find("--insecure"), std::string::npos) << plain.output;
+  CommandResult logs = run_command(kFabricd + " logs " + job + " --insecure --server " + server);
   EXPECT_EQ(logs.status, 0) << logs.output;
   EXPECT_NE(logs.output.find("[rank 0] up 0"), std::string::npos) << logs.output;
   EXPECT_NE(logs.output.find("[rank 1] up 1"), std::string::npos) << logs.output;
-  CommandResult submit = run_command(kFabricd + " submit --server " + server + " /bin/true");
+  CommandResult submit = run_command(kFabricd + " submit --insecure --server " + server + " /bin/true");
   EXPECT_EQ(submit.status, 4) << submit.output;
   EXPECT_NE(submit.output.find("FAILED_PRECONDITION"), std::string::npos) << submit.output;
-  CommandResult cancel = run_command(kFabricd + " cancel " + job + " --server " + server + " --reason test");
+  CommandResult cancel = run_command(kFabricd + " cancel " + job + " --insecure --server " + server + " --reason test");
   EXPECT_EQ(cancel.status, 0) << cancel.output;
   EXPECT_NE(cancel.output.find("CANCELLED"), std::string::npos) << cancel.output;
   // The ranks get SIGTERM (sleep dies of it at once), and fabricd ends with their status.
   const auto status = run.wait(std::chrono::milliseconds(10'000));
   ASSERT_TRUE(status) << run.output();
   EXPECT_EQ(*status, 128 + SIGTERM) << run.output();
+}
+
+// The ranks' store takes only calls that carry the job's secret: a process without it, or
+// with a guessed one, is refused UNAUTHENTICATED; the rank's own secret is accepted.
+TEST(FabricdRun, TheStoreRefusesCallsWithoutTheJobsSecret) {
+  const std::string probe = STORE_PROBE;
+  CommandResult own = run_command(kFabricd + " run " + probe);
+  EXPECT_EQ(own.status, 0) << own.output;
+  EXPECT_NE(own.output.find("[rank 0] stored"), std::string::npos) << own.output;
+
+  CommandResult none = run_command(kFabricd + " run " + probe + " --secret ''");
+  EXPECT_EQ(none.status, 10) << none.output;
+  EXPECT_NE(none.output.find("refused UNAUTHENTICATED"), std::string::npos) << none.output;
+  CommandResult guessed = run_command(kFabricd + " run " + probe + " --secret 0123456789abcdef");
+  EXPECT_EQ(guessed.status, 10) << guessed.output;
+
+  // Nor does the secret show anywhere fabricd writes: not in its own output, nor in the
+  // ranks' command line.
+  CommandResult shown = run_command(kFabricd + " run /bin/sh -c 'cat /proc/$$/cmdline; echo; echo \"$FABRICD_JOB_SECRET\"'");
+  ASSERT_EQ(shown.status, 0) << shown.output;
+  const auto last = shown.output.rfind("[rank 0] ");
+  ASSERT_NE(last, std::string::npos) << shown.output;
+  const std::string secret = shown.output.substr(last + 9, 64);
+  ASSERT_EQ(secret.size(), 64u) << "the rank's FABRICD_JOB_SECRET is 32 random bytes in hex\n" << shown.output;
+  EXPECT_EQ(shown.output.find(secret), last + 9) << "the secret appears before the rank printed it\n" << shown.output;
 }
 
 }  // namespace

@@ -120,15 +120,28 @@ class PythonClientTest(unittest.TestCase):
         workdir = tempfile.TemporaryDirectory(prefix="python_client_test_")
         cls.addClassCleanup(workdir.cleanup)
         cls.workdir = pathlib.Path(workdir.name)
-        cls.server = Process([cls.fabricd, "serve", "--listen", "127.0.0.1:0", "--local-agent", "2"], cwd=cls.workdir)
+        # Served as a cluster is: TLS with a node certificate of a fresh CA, and a token.
+        pki = cls.workdir / "pki"
+        subprocess.run([cls.fabricd, "certs", "init", str(pki)], check=True, capture_output=True)
+        subprocess.run([cls.fabricd, "certs", "issue", str(pki), "coordinator"], check=True, capture_output=True)
+        cls.tokens, cls.token_file = cls.workdir / "tokens", cls.workdir / "python.token"
+        with open(cls.token_file, "w") as out:
+            subprocess.run([cls.fabricd, "tokens", "add", str(cls.tokens), "python-user"], check=True, stdout=out)
+        cls.ca = pki / "ca.pem"
+        cls.server = Process([cls.fabricd, "serve", "--listen", "127.0.0.1:0", "--local-agent", "2",
+                              "--tls-cert", str(pki / "coordinator.pem"), "--tls-key", str(pki / "coordinator.key"),
+                              "--tls-ca", str(cls.ca), "--token-file", str(cls.tokens)], cwd=cls.workdir)
         cls.addClassCleanup(cls.server.stop)
         listening = cls.server.output.wait_for(r"listening on (\S+)", 60)
         if not listening:
             raise AssertionError(f"fabricd serve never said where it listens:\n{cls.server.output}")
         cls.address = listening.group(1)
 
-    def client(self, command, nproc_per_node=2, env=()):
-        argv = [sys.executable, str(CLIENT), "--server", self.address, "--nproc-per-node", str(nproc_per_node)]
+    def client(self, command, nproc_per_node=2, env=(), token_file=None):
+        argv = [sys.executable, str(CLIENT), "--server", self.address, "--tls-ca", str(self.ca),
+                "--nproc-per-node", str(nproc_per_node)]
+        if token_file != "":
+            argv += ["--token-file", str(token_file or self.token_file)]
         for assignment in env:
             argv += ["--env", assignment]
         client = Process(argv + ["--", *command])
@@ -185,7 +198,8 @@ class PythonClientTest(unittest.TestCase):
         try:
             submitted = client.output.wait_for(r"^submitted job (\S+)", 60)
             self.assertTrue(submitted and client.output.wait_for(r"^RUNNING\b", 60), self.explain(client))
-            cancel = subprocess.run([self.fabricd, "cancel", "--server", self.address, submitted.group(1)],
+            cancel = subprocess.run([self.fabricd, "cancel", "--server", self.address, "--tls-ca", str(self.ca),
+                                     "--token-file", str(self.token_file), submitted.group(1)],
                                     capture_output=True, text=True, timeout=60)
             self.assertEqual(cancel.returncode, 0, cancel.stdout + cancel.stderr)
             self.assertEqual(client.wait(60), 3, self.explain(client))
@@ -198,6 +212,17 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(client.wait(60), 4, self.explain(client))
         self.assertTrue(client.output.wait_for(r"INVALID_ARGUMENT", 0), self.explain(client))
         self.assertFalse(client.output.wait_for(r"^submitted job", 0), self.explain(client))
+
+    def test_without_a_token_is_unauthenticated_and_exits_4(self):
+        client = self.client(["/bin/true"], token_file="")
+        self.assertEqual(client.wait(60), 4, self.explain(client))
+        self.assertTrue(client.output.wait_for(r"error: UNAUTHENTICATED", 0), self.explain(client))
+        self.assertFalse(client.output.wait_for(r"^submitted job", 0), self.explain(client))
+
+    def test_the_job_belongs_to_the_tokens_user(self):
+        client = self.client(["/bin/true"])
+        self.assertEqual(client.wait(60), 0, self.explain(client))
+        self.assertTrue(client.output.wait_for(r"^submitted job \S+ as python-user$", 0), self.explain(client))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "fabric/v1/rendezvous.grpc.pb.h"
 
@@ -48,6 +50,8 @@ RendezvousErrorKind kind_of(grpc::StatusCode code) {
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::OUT_OF_RANGE: return RendezvousErrorKind::kInvalid;
     case grpc::StatusCode::NOT_FOUND: return RendezvousErrorKind::kNotFound;
+    case grpc::StatusCode::UNAUTHENTICATED: return RendezvousErrorKind::kUnauthenticated;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return RendezvousErrorKind::kExhausted;
     default: return RendezvousErrorKind::kOther;
   }
 }
@@ -68,12 +72,21 @@ std::optional<RankIdentity> identity_from_environment() {
         "FABRICD_ENDPOINT is set but FABRICD_JOB_ID is not: start the program with fabricd run, or unset "
         "FABRICD_ENDPOINT.");
   }
+  const char* secret = std::getenv("FABRICD_JOB_SECRET");
+  if (secret == nullptr || *secret == '\0') {
+    throw std::invalid_argument(
+        "FABRICD_ENDPOINT is set but FABRICD_JOB_SECRET is not: fabricd gives every rank its job's secret, and "
+        "refuses calls without it; start the program with fabricd run (or a fabricd agent), not by hand.");
+  }
   const char* store = std::getenv("FABRICD_STORE_ENDPOINT");
+  const char* tls_ca = std::getenv("FABRICD_TLS_CA");
   return RankIdentity{.endpoint = endpoint,
                       .store_endpoint = store != nullptr && *store != '\0' ? store : endpoint,
                       .job_id = job,
                       .generation = int_variable("FABRICD_RESTART_COUNT"),
-                      .rank = int_variable("RANK")};
+                      .rank = int_variable("RANK"),
+                      .secret = secret,
+                      .tls_ca = tls_ca != nullptr ? tls_ca : ""};
 }
 
 struct RendezvousClient::Impl {
@@ -81,9 +94,21 @@ struct RendezvousClient::Impl {
   std::unique_ptr<v1::RendezvousService::Stub> stub;
 
   explicit Impl(RankIdentity id)
-      : identity(std::move(id)),
-        stub(v1::RendezvousService::NewStub(
-            grpc::CreateChannel(identity.endpoint, grpc::InsecureChannelCredentials()))) {}
+      : identity(std::move(id)), stub(v1::RendezvousService::NewStub(open_channel(identity))) {}
+
+  static std::shared_ptr<grpc::Channel> open_channel(const RankIdentity& identity) {
+    if (identity.tls_ca.empty()) return grpc::CreateChannel(identity.endpoint, grpc::InsecureChannelCredentials());
+    std::ifstream in(identity.tls_ca);
+    std::ostringstream pem;
+    pem << in.rdbuf();
+    if (!in || pem.str().empty()) {
+      throw std::invalid_argument("FABRICD_TLS_CA=" + identity.tls_ca +
+                                  " cannot be read; it must name the cluster CA's PEM file on this node.");
+    }
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = pem.str();
+    return grpc::CreateChannel(identity.endpoint, grpc::SslCredentials(options));
+  }
 
   template <typename Request>
   Request request() const {
@@ -99,6 +124,7 @@ struct RendezvousClient::Impl {
   template <typename Request, typename Response, typename Method>
   Response call(const char* verb, Method method, const Request& request, std::optional<milliseconds> deadline) {
     grpc::ClientContext context;
+    context.AddMetadata("fabricd-job-secret", identity.secret);
     // A channel still connecting (fabricd just started us) is waited for, not failed.
     context.set_wait_for_ready(true);
     if (deadline) context.set_deadline(std::chrono::system_clock::now() + *deadline);

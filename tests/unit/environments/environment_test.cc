@@ -34,7 +34,8 @@ class ScopedEnv {
 
  private:
   static constexpr const char* kAll[] = {
-      "FABRICD_ENDPOINT", "TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK",
+      "FABRICD_ENDPOINT", "FABRICD_JOB_ID", "FABRICD_RESTART_COUNT", "FABRICD_JOB_SECRET", "TORCHELASTIC_RUN_ID",
+      "RANK", "WORLD_SIZE", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK",
       "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
       "SLURM_NODELIST", "SLURM_JOB_NODELIST", "SLURM_JOB_ID", "SLURM_JOB_NAME"};
   std::map<std::string, std::optional<std::string>> saved_;
@@ -75,7 +76,7 @@ TEST(Environment, FabricdWithoutItsJobId_IsRefusedNamingTheVariable) {
 
 TEST(Environment, Fabricd_IsDetectedFirst) {
   ScopedEnv env({{"FABRICD_ENDPOINT", "127.0.0.1:5000"}, {"FABRICD_JOB_ID", "job"}, {"FABRICD_RESTART_COUNT", "0"},
-                 {"TORCHELASTIC_RUN_ID", "x"}, {"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+                 {"FABRICD_JOB_SECRET", "s"}, {"TORCHELASTIC_RUN_ID", "x"}, {"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
                  {"MASTER_PORT", "29501"}});
   EXPECT_EQ(detect_environment()->name(), "fabricd");
 }

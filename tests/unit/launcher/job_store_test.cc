@@ -7,6 +7,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <memory>
 #include <string>
@@ -171,6 +172,20 @@ TEST_F(JobStoreTest, Everything_SurvivesClosingAndReopeningTheFile) {
   EXPECT_EQ(sessions[0].slots, 4);
   // The sequence carries on after the reopen (3 was used by the deleted job).
   EXPECT_EQ(store->put_job(job("d")), 4);
+}
+
+// The records hold the jobs' secrets: nobody but the coordinator's user may read them.
+TEST_F(JobStoreTest, TheFile_IsReadableByItsOwnerOnly) {
+  auto store = open();
+  StoredJob stored;
+  stored.record.mutable_job()->set_job_id("j");
+  stored.record.set_job_secret("s");
+  store->put_job(stored);
+  for (const std::string suffix : {"", "-wal"}) {
+    struct stat info {};
+    ASSERT_EQ(::stat((path() + suffix).c_str(), &info), 0) << path() + suffix;
+    EXPECT_EQ(info.st_mode & 0777, 0600u) << path() + suffix;
+  }
 }
 
 TEST_F(JobStoreTest, CorruptJobRow_IsAJobStoreErrorNamingTheRow) {

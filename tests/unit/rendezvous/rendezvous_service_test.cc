@@ -29,6 +29,7 @@ using namespace std::chrono_literals;
 using namespace std::string_literals;
 
 constexpr const char* kJob = "job-7";
+constexpr const char* kSecret = "secret-of-job-7";
 constexpr std::int32_t kWorldSize = 4;
 // How long a test waits for something that should happen at once; a failure, not a pause.
 constexpr auto kPatience = 20s;
@@ -41,7 +42,7 @@ void set_timeout(google::protobuf::Duration* d, std::chrono::milliseconds t) {
 class RendezvousServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    service_.start_job(kJob, kWorldSize, RendezvousJobOptions{.heartbeat_interval = 7s});
+    service_.start_job(kJob, kWorldSize, RendezvousJobOptions{.heartbeat_interval = 7s, .secret = kSecret});
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -66,10 +67,12 @@ class RendezvousServiceTest : public ::testing::Test {
     return c;
   }
 
-  // Every call carries a client deadline, so a server bug fails a test instead of hanging it.
-  static std::unique_ptr<grpc::ClientContext> client() {
+  // Every call carries a client deadline, so a server bug fails a test instead of hanging it,
+  // and the job's secret (`secret`; none when empty).
+  static std::unique_ptr<grpc::ClientContext> client(const std::string& secret = kSecret) {
     auto c = std::make_unique<grpc::ClientContext>();
     c->set_deadline(std::chrono::system_clock::now() + 60s);
+    if (!secret.empty()) c->AddMetadata("fabricd-job-secret", secret);
     return c;
   }
 
@@ -501,12 +504,81 @@ TEST_F(RendezvousServiceTest, MalformedRequests_AreInvalidArgument) {
   EXPECT_EQ(num_keys(), 0) << "refused requests change nothing";
 }
 
+// A process without the job's secret, and a rank of another job served by the same
+// launcher, are refused before they touch the store; the secret's owner is served.
+TEST_F(RendezvousServiceTest, CallsWithoutTheJobsSecretAreUnauthenticated) {
+  service_.start_job("job-8", kWorldSize, RendezvousJobOptions{.secret = "secret-of-job-8"});
+  ASSERT_TRUE(set("k", "job 7's").ok());
+  v1::GetRequest request;
+  *request.mutable_context() = context(0);
+  request.set_key("k");
+  request.mutable_timeout()->set_seconds(0);
+  request.mutable_timeout()->set_nanos(1'000'000);
+  v1::GetResponse response;
+  const grpc::Status none = stub_->Get(client("").get(), request, &response);
+  EXPECT_CODE(none, UNAUTHENTICATED);
+  EXPECT_NE(none.error_message().find("FABRICD_JOB_SECRET"), std::string::npos) << none.error_message();
+  // A rank of job-8 reads job-7's store.
+  EXPECT_CODE(stub_->Get(client("secret-of-job-8").get(), request, &response), UNAUTHENTICATED);
+  EXPECT_CODE(stub_->Get(client(std::string(kSecret) + "x").get(), request, &response), UNAUTHENTICATED);
+  EXPECT_TRUE(response.value().empty()) << "a refused Get answered a value";
+
+  v1::SetRequest write;
+  *write.mutable_context() = context(0);
+  write.set_key("k");
+  write.set_value("overwritten");
+  v1::SetResponse write_response;
+  EXPECT_CODE(stub_->Set(client("secret-of-job-8").get(), write, &write_response), UNAUTHENTICATED);
+  EXPECT_CODE(stub_->Set(client("").get(), write, &write_response), UNAUTHENTICATED);
+  std::string value;
+  ASSERT_TRUE(get("k", &value).ok());
+  EXPECT_EQ(value, "job 7's") << "a refused Set changed the store";
+  EXPECT_EQ(num_keys(), 1);
+}
+
+TEST(RendezvousServiceLimits, AStoreBeyondItsKeysOrBytesIsResourceExhausted) {
+  RendezvousServiceImpl service(0ms, {.max_keys_per_job = 3, .max_bytes_per_job = 100});
+  service.start_job("j", 1, {.secret = "s"});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  const std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::RendezvousService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  const auto put = [&](const std::string& key, const std::string& value) {
+    v1::SetRequest request;
+    request.mutable_context()->set_job_id("j");
+    request.set_key(key);
+    request.set_value(value);
+    grpc::ClientContext context;
+    context.AddMetadata("fabricd-job-secret", "s");
+    v1::SetResponse response;
+    return stub->Set(&context, request, &response);
+  };
+  ASSERT_TRUE(put("a", "1").ok());
+  ASSERT_TRUE(put("b", "2").ok());
+  ASSERT_TRUE(put("c", std::string(40, 'x')).ok());
+  const grpc::Status keys = put("d", "4");
+  EXPECT_CODE(keys, RESOURCE_EXHAUSTED);
+  EXPECT_NE(keys.error_message().find("limit of keys per job store (3)"), std::string::npos) << keys.error_message();
+  EXPECT_TRUE(put("a", "overwriting an existing key adds no key").ok());
+  const grpc::Status bytes = put("c", std::string(90, 'y'));
+  EXPECT_CODE(bytes, RESOURCE_EXHAUSTED);
+  EXPECT_NE(bytes.error_message().find("limit of bytes per job store (100"), std::string::npos) << bytes.error_message();
+  EXPECT_TRUE(put("c", "small again").ok()) << "a smaller value gives its bytes back";
+  service.shutdown();
+  server->Shutdown();
+}
+
 TEST(RendezvousServiceApi, MisuseThrows) {
   RendezvousServiceImpl service;
-  EXPECT_THROW(service.start_job("", 2), std::invalid_argument);
-  EXPECT_THROW(service.start_job("j", 0), std::invalid_argument);
-  service.start_job("j", 2);
-  EXPECT_THROW(service.start_job("j", 2), std::invalid_argument);
+  EXPECT_THROW(service.start_job("", 2, {.secret = "s"}), std::invalid_argument);
+  EXPECT_THROW(service.start_job("j", 0, {.secret = "s"}), std::invalid_argument);
+  EXPECT_THROW(service.start_job("j", 2), std::invalid_argument) << "a job without a secret";
+  service.start_job("j", 2, {.secret = "s"});
+  EXPECT_THROW(service.start_job("j", 2, {.secret = "s"}), std::invalid_argument);
   EXPECT_THROW(service.begin_generation("j", 0), std::invalid_argument);
   EXPECT_THROW(service.begin_generation("other", 1), std::invalid_argument);
   EXPECT_FALSE(service.generation("other").has_value());

@@ -21,7 +21,11 @@ class GrpcStoreTest : public ::testing::Test {
   testing::TestRendezvousServer server{"job", 2};
   c10::intrusive_ptr<GrpcStore> store(int rank, int generation = 0, milliseconds timeout = milliseconds(5000)) {
     auto client = std::make_shared<RendezvousClient>(
-        RankIdentity{.endpoint = server.endpoint(), .job_id = "job", .generation = generation, .rank = rank});
+        RankIdentity{.endpoint = server.endpoint(),
+                     .job_id = "job",
+                     .generation = generation,
+                     .rank = rank,
+                     .secret = testing::kTestJobSecret});
     return c10::make_intrusive<GrpcStore>(client, timeout);
   }
 };

@@ -21,7 +21,11 @@ class RendezvousClientTest : public ::testing::Test {
   testing::TestRendezvousServer server{"job", 2};
   std::shared_ptr<RendezvousClient> client(int rank, int generation = 0) {
     return std::make_shared<RendezvousClient>(
-        RankIdentity{.endpoint = server.endpoint(), .job_id = "job", .generation = generation, .rank = rank});
+        RankIdentity{.endpoint = server.endpoint(),
+                     .job_id = "job",
+                     .generation = generation,
+                     .rank = rank,
+                     .secret = testing::kTestJobSecret});
   }
 };
 
@@ -96,11 +100,30 @@ TEST_F(RendezvousClientTest, IdentityComesFromFabricdsVariables) {
   ::setenv("RANK", "x", 1);
   EXPECT_THROW(identity_from_environment(), std::invalid_argument);
   ::setenv("RANK", "1", 1);
+  ::unsetenv("FABRICD_JOB_SECRET");
+  EXPECT_THROW(identity_from_environment(), std::invalid_argument) << "no FABRICD_JOB_SECRET";
+  ::setenv("FABRICD_JOB_SECRET", "s3cret", 1);
+  ::setenv("FABRICD_TLS_CA", "/etc/fabricd/ca.pem", 1);
   const auto identity = identity_from_environment();
   ASSERT_TRUE(identity.has_value());
   EXPECT_EQ(identity->generation, 2);
   EXPECT_EQ(identity->rank, 1);
-  for (const char* name : {"FABRICD_ENDPOINT", "FABRICD_JOB_ID", "FABRICD_RESTART_COUNT", "RANK"}) ::unsetenv(name);
+  EXPECT_EQ(identity->secret, "s3cret");
+  EXPECT_EQ(identity->tls_ca, "/etc/fabricd/ca.pem");
+  for (const char* name : {"FABRICD_ENDPOINT", "FABRICD_JOB_ID", "FABRICD_RESTART_COUNT", "RANK", "FABRICD_JOB_SECRET",
+                           "FABRICD_TLS_CA"}) {
+    ::unsetenv(name);
+  }
+}
+
+TEST_F(RendezvousClientTest, ARankWithoutTheJobsSecretIsUnauthenticated) {
+  RendezvousClient stranger(RankIdentity{.endpoint = server.endpoint(), .job_id = "job", .rank = 0, .secret = "guess"});
+  try {
+    stranger.set("key", "value");
+    FAIL() << "a client with the wrong secret wrote to the store";
+  } catch (const RendezvousError& error) {
+    EXPECT_EQ(error.kind(), RendezvousErrorKind::kUnauthenticated) << error.what();
+  }
 }
 
 // Polls (bounded) until `done`; heartbeats are asynchronous by design.

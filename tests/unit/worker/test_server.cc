@@ -18,7 +18,9 @@ struct TestRendezvousServer::Impl {
 TestRendezvousServer::TestRendezvousServer(const std::string& job_id, int world_size) : impl_(std::make_unique<Impl>()) {
   impl_->job_id = job_id;
   impl_->service.start_job(job_id, world_size,
-                           {.rdzv_timeout = std::chrono::seconds(30), .heartbeat_interval = std::chrono::milliseconds(50)});
+                           {.rdzv_timeout = std::chrono::seconds(30),
+                            .heartbeat_interval = std::chrono::milliseconds(50),
+                            .secret = kTestJobSecret});
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &impl_->port);
   builder.RegisterService(&impl_->service);

@@ -7,6 +7,9 @@
 
 namespace fabric::testing {
 
+// The job's secret: clients must carry it (RankIdentity::secret) or are refused.
+inline constexpr const char* kTestJobSecret = "test-job-secret";
+
 class TestRendezvousServer {
  public:
   // Serves job `job_id` of `world_size` ranks in generation 0.

@@ -27,11 +27,17 @@ struct RankIdentity {
   std::string job_id;    // FABRICD_JOB_ID
   std::int32_t generation = 0;  // FABRICD_RESTART_COUNT
   std::int32_t rank = 0;        // RANK
+  // FABRICD_JOB_SECRET: sent with every call (`fabricd-job-secret` metadata); the launcher
+  // refuses a call without it.
+  std::string secret;
+  // FABRICD_TLS_CA: the cluster CA's PEM file, when the launcher serves TLS (node agents
+  // with a certificate); empty: plain text (fabricd run, on loopback).
+  std::string tls_ca;
 };
 
 // The identity in this process's environment; nullopt when FABRICD_ENDPOINT is unset (the
 // program was not started by fabricd). std::invalid_argument naming the variable when one
-// of the others is missing or not a number.
+// of the others (FABRICD_JOB_SECRET included) is missing or not a number.
 std::optional<RankIdentity> identity_from_environment();
 
 // Why a call failed, in the terms of the proto's status contract.
@@ -42,6 +48,8 @@ enum class RendezvousErrorKind {
   kUnavailable,      // UNAVAILABLE: fabricd is gone or shutting down
   kInvalid,          // INVALID_ARGUMENT / OUT_OF_RANGE: a bad request
   kNotFound,         // NOT_FOUND: fabricd serves no such job
+  kUnauthenticated,  // UNAUTHENTICATED: the call lacks the job's secret
+  kExhausted,        // RESOURCE_EXHAUSTED: the job's store is at the launcher's limit
   kOther,
 };
 
