@@ -74,6 +74,7 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
       int port = 0;
       grpc::ServerBuilder builder;
       builder.AddListeningPort(serve, credentials, &port);
+      apply_server_limits(builder, {});
       builder.RegisterService(service.get());
       server = builder.BuildAndStart();
       if (!server || port == 0) return fail(kUsageError, "--serve " + serve + ": cannot listen there");

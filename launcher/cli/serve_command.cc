@@ -80,7 +80,7 @@ int serve(const ServeFlags& flags) {
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(flags.listen, credentials, &port);
-  builder.SetMaxReceiveMessageSize(flags.max_message_bytes);
+  apply_server_limits(builder, {.max_message_bytes = flags.max_message_bytes});
   builder.RegisterService(&coordinator.job_service());
   builder.RegisterService(&coordinator.agent_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "rendezvous/rendezvous_service.h"
+#include "security/credentials.h"
 
 namespace fabric::launcher {
 
@@ -25,8 +26,7 @@ struct RendezvousServerOptions {
   // TLS for the ranks' connections; plain text when null (loopback only: fabricd run).
   std::shared_ptr<grpc::ServerCredentials> credentials;
   RendezvousLimits limits;
-  // The largest request the server reads (gRPC's own default, said out loud).
-  int max_message_bytes = 4 << 20;
+  ServerLimits server_limits;
 };
 
 class RendezvousServer {
@@ -36,7 +36,7 @@ class RendezvousServer {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.listen,
                              options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &port_);
-    builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+    apply_server_limits(builder, options.server_limits);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options.listen + " for the rendezvous");

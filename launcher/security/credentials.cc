@@ -92,6 +92,14 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const TransportSecur
   return grpc::SslServerCredentials(options);
 }
 
+void apply_server_limits(grpc::ServerBuilder& builder, const ServerLimits& limits) {
+  builder.SetMaxReceiveMessageSize(limits.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_streams_per_connection);
+  grpc::ResourceQuota quota("fabricd");
+  quota.SetMaxThreads(limits.max_threads);
+  builder.SetResourceQuota(quota);
+}
+
 std::shared_ptr<grpc::ServerCredentials> rank_facing_credentials(const TransportSecurity& security) {
   if (security.insecure) return nullptr;
   grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);

@@ -49,6 +49,17 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const TransportSecur
 // text when insecure.
 std::shared_ptr<grpc::ServerCredentials> rank_facing_credentials(const TransportSecurity& security);
 
+// What any one fabricd server lets its clients hold, so that no client exhausts the
+// daemon: gRPC answers RESOURCE_EXHAUSTED beyond each.
+struct ServerLimits {
+  int max_message_bytes = 4 << 20;  // the largest request read (gRPC's default, said out loud)
+  int max_streams_per_connection = 100;  // concurrent calls on one HTTP/2 connection
+  // Threads of the synchronous server (each open stream holds one): room for a thousand
+  // agents' assignment and log streams.
+  int max_threads = 4096;
+};
+void apply_server_limits(grpc::ServerBuilder& builder, const ServerLimits& limits);
+
 // The client side. TLS needs the CA (to verify the server); a certificate and key are
 // optional and authenticate the client. `token`, when not empty, goes with every call as
 // `authorization: Bearer …` metadata.
