@@ -34,17 +34,8 @@ using BigNumber = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
   throw CertificateError(what + (code != 0 ? std::string(" (OpenSSL: ") + reason + ")" : std::string()));
 }
 
-const char* organizational_unit(CertificateRole role) {
-  switch (role) {
-    case CertificateRole::kNode:
-      return "fabricd-node";
-    case CertificateRole::kUser:
-      return "fabricd-user";
-    case CertificateRole::kAdmin:
-      return "fabricd-admin";
-  }
-  return "";
-}
+// The subject's OU that carries a certificate's role: "fabricd-node", "-user", "-admin".
+std::string organizational_unit(CertificateRole role) { return std::string("fabricd-") + role_name(role); }
 
 Key new_key() {
   Key key(EVP_EC_gen("P-256"));
@@ -111,7 +102,7 @@ std::string subject_alt_names(const CertificateRequest& request) {
 
 // A certificate for `key` with a random serial, the subject and validity given, issued by
 // `issuer` (itself when null).
-Certificate new_certificate(const EVP_PKEY* key, const std::string& common_name, const char* unit,
+Certificate new_certificate(const EVP_PKEY* key, const std::string& common_name, const std::string& unit,
                             std::chrono::system_clock::time_point not_before,
                             std::chrono::system_clock::time_point not_after) {
   Certificate certificate(X509_new());
