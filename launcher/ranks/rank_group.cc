@@ -16,6 +16,7 @@
 #include <boost/process/extend.hpp>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 namespace bp = boost::process;
 
@@ -139,8 +140,17 @@ void RankGroup::tear_down() {
 void RankGroup::spawn(const RankProcess& rank) {
   auto process = std::make_unique<Process>();
   process->spec = rank;
-  bp::environment env;
-  for (const auto& [name, value] : rank.env) env[name] = value;
+  // The rank's environment exactly as given, handed to execve as one envp that outlives the
+  // spawn. Not Boost.Process's environment type: its lookup memcmp()s NAME= against every
+  // entry for the length of NAME=, reading past the end of shorter ones (ASan sees it).
+  std::vector<std::string> env_entries;
+  env_entries.reserve(rank.env.size());
+  for (const auto& [name, value] : rank.env) env_entries.push_back(std::string(name).append(1, '=').append(value));
+  std::vector<char*> envp;
+  envp.reserve(env_entries.size() + 1);
+  for (std::string& entry : env_entries) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+  auto env = bp::extend::on_setup = [&envp](auto& executor) { executor.env = envp.data(); };  // non-const, as Boost wants
   const std::array<int, 2> out = cloexec_pipe(), err = cloexec_pipe();
   process->out_fd = out[0];
   process->err_fd = err[0];
