@@ -37,6 +37,9 @@ struct ServeFlags {
 std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }
 
 int serve(const ServeFlags& flags) {
+  // First: every thread inherits the mask, and gRPC starts its own as soon as the first
+  // credentials object exists; one that does not block SIGTERM would die of it.
+  block_stop_signals();
   std::unique_ptr<JobStore> store;
   try {
     if (flags.state_dir.empty()) {
@@ -69,7 +72,6 @@ int serve(const ServeFlags& flags) {
   } catch (const std::exception& error) {
     return fail(kUsageError, error.what());
   }
-  block_stop_signals();
   Coordinator coordinator({.store = std::move(store),
                            .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
                            .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),

@@ -496,8 +496,9 @@ struct Coordinator::Impl final : JobFeed {
     }
   }
 
-  // The session is over: its ranks are lost, its slots gone.
-  void lose_session(const std::string& agent_id, const std::string& why) {
+  // The session is over: its ranks are lost, its slots gone. `agent_id` is a copy: callers
+  // pass the key of the session's own map entry, which the erase below frees.
+  void lose_session(const std::string agent_id, const std::string& why) {
     const auto session = sessions.find(agent_id);
     if (session == sessions.end()) return;
     std::cerr << "fabricd serve: node " << session->second.stored.node_name << " lost: " << why << std::endl;

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 
@@ -22,6 +23,11 @@ std::string negative_duration(const char* field, const google::protobuf::Duratio
   return "";
 }
 
+// More than any node or cluster runs, and small enough that every rank number
+// (num_nodes * nproc_per_node) fits an int32 and a node's list of ranks is built at once.
+constexpr int kMaxProcsPerNode = 4096;
+constexpr int kMaxNodes = 65536;
+
 bool selects(v1::Streams set, bool is_stderr) {
   return set == v1::STREAMS_ALL || set == (is_stderr ? v1::STREAMS_STDERR : v1::STREAMS_STDOUT);
 }
@@ -33,8 +39,16 @@ std::string validate(const v1::JobSpec& spec) {
   if (spec.nproc_per_node() < 0) {
     return "spec.nproc_per_node is " + std::to_string(spec.nproc_per_node()) + "; use a positive number of ranks per node";
   }
+  if (spec.nproc_per_node() > kMaxProcsPerNode) {
+    return "spec.nproc_per_node is " + std::to_string(spec.nproc_per_node()) + "; at most " +
+           std::to_string(kMaxProcsPerNode) + " ranks run on one node";
+  }
   if (spec.num_nodes() < 0) {
     return "spec.num_nodes is " + std::to_string(spec.num_nodes()) + "; use a positive number of nodes";
+  }
+  if (spec.num_nodes() > kMaxNodes) {
+    return "spec.num_nodes is " + std::to_string(spec.num_nodes()) + "; a job runs on at most " +
+           std::to_string(kMaxNodes) + " nodes";
   }
   if (spec.min_nodes() < 0) {
     return "spec.min_nodes is " + std::to_string(spec.min_nodes()) + "; use 0 (not elastic) or a positive number";
@@ -74,7 +88,10 @@ v1::JobSpec with_defaults(v1::JobSpec spec) {
 }
 
 milliseconds to_milliseconds(const google::protobuf::Duration& d) {
-  return milliseconds(d.seconds() * 1000 + d.nanos() / 1'000'000);
+  // Saturated at 100 years either way, so that neither this nor a caller's deadline (now plus
+  // the value, in nanoseconds) overflows whatever seconds a request carries.
+  constexpr std::int64_t kMaxSeconds = std::int64_t{100} * 365 * 24 * 3600;
+  return milliseconds(std::clamp<std::int64_t>(d.seconds(), -kMaxSeconds, kMaxSeconds) * 1000 + d.nanos() / 1'000'000);
 }
 
 void set_duration(google::protobuf::Duration* duration, milliseconds value) {
@@ -116,23 +133,52 @@ v1::JobSpec parse_json_spec(const std::string& text) {
 
 namespace {
 
+// A JobSpec is a few levels deep and a few thousand values at most, and no request larger
+// than 4 MiB reaches a coordinator. The limits refuse a file whose aliases refer to
+// themselves (endless recursion) or expand exponentially.
+constexpr int kMaxYamlDepth = 32;
+constexpr std::size_t kMaxYamlValues = 100'000;
+constexpr std::size_t kMaxYamlBytes = std::size_t{4} << 20;
+
+struct YamlBudget {
+  std::size_t values = 0;
+  std::size_t bytes = 0;
+  std::string text(std::string value) {
+    if ((bytes += value.size()) > kMaxYamlBytes) {
+      throw std::invalid_argument("the job spec holds more than " + std::to_string(kMaxYamlBytes >> 20) +
+                                  " MiB of text once its aliases are expanded");
+    }
+    return value;
+  }
+};
+
 // YAML to JSON for protobuf's parser. Every scalar becomes a JSON string: proto3's JSON
 // mapping takes "4" for an int32, enum names and "60s" durations as strings, and JobSpec
 // has no bool field, so an env value such as `OMP_NUM_THREADS: 1` stays a string.
-nlohmann::json to_json(const YAML::Node& node) {
+nlohmann::json to_json(const YAML::Node& node, int depth, YamlBudget& used) {
+  if (depth > kMaxYamlDepth) {
+    throw std::invalid_argument("the job spec nests deeper than " + std::to_string(kMaxYamlDepth) +
+                                " levels (or an alias refers to itself)");
+  }
+  if (++used.values > kMaxYamlValues) {
+    throw std::invalid_argument("the job spec holds more than " + std::to_string(kMaxYamlValues) +
+                                " values once its aliases are expanded");
+  }
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       nlohmann::json object = nlohmann::json::object();
-      for (const auto& entry : node) object[entry.first.as<std::string>()] = to_json(entry.second);
+      for (const auto& entry : node) {
+        object[used.text(entry.first.as<std::string>())] = to_json(entry.second, depth + 1, used);
+      }
       return object;
     }
     case YAML::NodeType::Sequence: {
       nlohmann::json array = nlohmann::json::array();
-      for (const auto& item : node) array.push_back(to_json(item));
+      for (const auto& item : node) array.push_back(to_json(item, depth + 1, used));
       return array;
     }
     case YAML::NodeType::Scalar:
-      return node.as<std::string>();
+      return used.text(node.as<std::string>());
     default:
       return nullptr;
   }
@@ -148,7 +194,16 @@ v1::JobSpec parse_yaml_spec(const std::string& text) {
     throw std::invalid_argument(std::string("the job spec is not valid YAML: ") + error.what());
   }
   if (!root.IsMap()) throw std::invalid_argument("the job spec must be a YAML mapping of JobSpec fields");
-  return parse_json_spec(to_json(root).dump());
+  std::string json;
+  try {
+    YamlBudget used;
+    json = to_json(root, 0, used).dump();
+  } catch (const YAML::Exception& error) {  // a key that is a mapping or a sequence
+    throw std::invalid_argument(std::string("the job spec has a key that is not a field name: ") + error.what());
+  } catch (const nlohmann::json::exception& error) {  // bytes that are not UTF-8
+    throw std::invalid_argument(std::string("the job spec is not UTF-8 text: ") + error.what());
+  }
+  return parse_json_spec(json);
 }
 
 }  // namespace fabric::launcher

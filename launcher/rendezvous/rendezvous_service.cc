@@ -2,6 +2,7 @@
 
 #include "security/secrets.h"
 
+#include <algorithm>
 #include <charconv>
 #include <condition_variable>
 #include <limits>
@@ -681,8 +682,10 @@ grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext* server_contex
   if (auto s = admit(server_context, &request->context(), request->has_context(), a); !s.ok()) return s;
   const auto now = Clock::now();
   const auto& since = request->since_progress();
-  const auto since_progress = std::chrono::seconds(std::max<std::int64_t>(since.seconds(), 0)) +
-                              std::chrono::nanoseconds(std::max<std::int32_t>(since.nanos(), 0));
+  // Clamped to kForever, so that a rank claiming centuries of silence cannot overflow the clock.
+  constexpr std::int64_t kForeverSeconds = std::chrono::duration_cast<std::chrono::seconds>(kForever).count();
+  const auto since_progress = std::chrono::seconds(std::clamp<std::int64_t>(since.seconds(), 0, kForeverSeconds)) +
+                              std::chrono::nanoseconds(std::clamp<std::int32_t>(since.nanos(), 0, 999'999'999));
   RankHeartbeat beat{.received_at = now,
                      .last_progress = now - std::chrono::duration_cast<Clock::duration>(since_progress),
                      .phase = request->phase()};
