@@ -45,7 +45,7 @@ Registered add_agent(CLI::App& app) {
             block_stop_signals();
             try {
               Agent agent(*options);
-              handle_stop_signals([&agent](int, bool) { agent.stop(); });
+              const StopSignalHandler signals([&agent](int, bool) { agent.stop(); });
               agent.run();
             } catch (const std::exception& error) {
               return fail(kCannotListen, error.what());

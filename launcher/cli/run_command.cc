@@ -83,7 +83,8 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
     }
     LocalJob job(std::move(spec), std::cout, std::cerr, service ? service->hooks() : LocalJobHooks{}, job_id);
     running.store(&job);
-    handle_stop_signals([&job](int signal, bool repeated) { job.request_stop(signal, repeated && signal == SIGINT); });
+    const StopSignalHandler signals(
+        [&job](int signal, bool repeated) { job.request_stop(signal, repeated && signal == SIGINT); });
     const int status = job.run();
     if (service) {  // before `job` goes: CancelJob may call it until the server has shut down
       service->shutdown();

@@ -106,7 +106,7 @@ int serve(const ServeFlags& flags) {
   std::mutex mutex;
   std::condition_variable stop;
   int stopped_by = 0;
-  handle_stop_signals([&](int signal, bool) {
+  const StopSignalHandler signals([&](int signal, bool) {
     std::lock_guard lock(mutex);
     stopped_by = signal;
     stop.notify_all();

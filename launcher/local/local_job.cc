@@ -257,17 +257,18 @@ struct LocalJob::Impl {
     }
   }
 
+  // Under the lock, and without a copy of `group`: a copy would let the group outlive this
+  // Impl, and its waiter threads would then report exits to a freed job (on_exit).
+  // group->kill() only takes the group's own lock, which is always taken after this one.
   void request_stop(int signal, bool immediately) {
-    std::shared_ptr<RankGroup> current;
-    {
-      std::lock_guard lock(mutex);
-      stop_signal = signal;
-      server.service().request_stop(job_id, std::string("fabricd received ") + strsignal(signal));
-      if (immediately) kill_now = true;
-      current = group;
-      changed.notify_all();
+    std::lock_guard lock(mutex);
+    stop_signal = signal;
+    server.service().request_stop(job_id, std::string("fabricd received ") + strsignal(signal));
+    if (immediately) {
+      kill_now = true;
+      if (group) group->kill();
     }
-    if (immediately && current) current->kill();
+    changed.notify_all();
   }
 };
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -71,6 +72,17 @@ TEST(ValidateJobSpec, EachBadField_IsNamedInTheMessage) {
   expect_refused([](v1::JobSpec& s) { s.mutable_heartbeat_timeout()->set_seconds(-1); }, "spec.heartbeat_timeout");
   expect_refused([](v1::JobSpec& s) { s.mutable_rdzv_timeout()->set_nanos(-1); }, "spec.rdzv_timeout");
   expect_refused([](v1::JobSpec& s) { s.mutable_grace_period()->set_seconds(-3); }, "spec.grace_period");
+}
+
+// Sizes no machine has are refused before anything is allocated for them (found by fuzzing:
+// a spec asking for 2^31 ranks made the coordinator reserve them).
+TEST(ValidateJobSpec, RankAndNodeCountsBeyondAnyCluster_AreRefused) {
+  v1::JobSpec spec = usable();
+  spec.set_nproc_per_node(4096);
+  spec.set_num_nodes(65536);
+  EXPECT_EQ(validate(spec), "") << "the limits themselves are allowed";
+  expect_refused([](v1::JobSpec& s) { s.set_nproc_per_node(4097); }, "spec.nproc_per_node is 4097");
+  expect_refused([](v1::JobSpec& s) { s.set_num_nodes(65537); }, "spec.num_nodes is 65537");
 }
 
 TEST(ValidateJobSpec, MinNodesAboveNumNodes_NamesBoth) {
@@ -147,6 +159,20 @@ TEST(Durations, UnsetSpecDurations_ReadAsTheServerDefaults) {
   EXPECT_EQ(heartbeat_timeout(spec), kDefaultHeartbeatTimeout);
   EXPECT_EQ(rdzv_timeout(spec), kDefaultRdzvTimeout);
   EXPECT_EQ(grace_period(spec), kDefaultGracePeriod);
+}
+
+// Durations of any size convert without overflow: seconds beyond a century saturate (found
+// by fuzzing: INT64_MAX seconds overflowed the multiplication into a negative timeout).
+TEST(Durations, HugeDurations_SaturateInsteadOfOverflowing) {
+  google::protobuf::Duration huge;
+  huge.set_seconds(std::numeric_limits<std::int64_t>::max());
+  huge.set_nanos(999'999'999);
+  const auto century = std::chrono::milliseconds(std::int64_t{100} * 365 * 24 * 3600 * 1000);
+  EXPECT_GE(to_milliseconds(huge), century);
+  EXPECT_LT(to_milliseconds(huge), century + std::chrono::seconds(1));
+  huge.set_seconds(std::numeric_limits<std::int64_t>::min());
+  huge.set_nanos(0);
+  EXPECT_EQ(to_milliseconds(huge), -century);
 }
 
 TEST(Durations, MillisecondsRoundTripThroughProtobufDuration) {
@@ -314,6 +340,49 @@ TEST(ParseYamlSpec, SyntaxError_NamesTheLine) {
   } catch (const std::invalid_argument& error) {
     EXPECT_NE(std::string(error.what()).find("line"), std::string::npos) << error.what();
   }
+}
+
+// What the refusal says about each limit and malformed input, so the user knows what to change.
+void expect_yaml_refused(const std::string& text, const std::string& reason) {
+  try {
+    parse_yaml_spec(text);
+    FAIL() << "accepted a spec that should be refused for: " << reason;
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find(reason), std::string::npos) << error.what();
+  }
+}
+
+TEST(ParseYamlSpec, AliasesThatExpandExponentially_AreRefusedByTheirSize) {
+  // A "billion laughs": each level refers to the previous one ten times.
+  std::string text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int level = 1; level <= 6; ++level) {
+    const std::string previous = "*a" + std::to_string(level - 1);
+    text += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
+    for (int i = 0; i < 10; ++i) text += (i ? ", " : "") + previous;
+    text += "]\n";
+  }
+  expect_yaml_refused(text, "values once its aliases are expanded");
+}
+
+TEST(ParseYamlSpec, DeepNesting_IsRefusedNamingTheDepth) {
+  std::string text = "env: ";
+  for (int i = 0; i < 40; ++i) text += "[";
+  for (int i = 0; i < 40; ++i) text += "]";
+  expect_yaml_refused(text + "\n", "nests deeper than 32 levels");
+}
+
+TEST(ParseYamlSpec, TextBeyondFourMebibytes_IsRefused) {
+  std::string text = "big: &big " + std::string(1 << 20, 'x') + "\nargs: [*big, *big, *big, *big, *big]\n";
+  expect_yaml_refused(text, "more than 4 MiB of text");
+}
+
+TEST(ParseYamlSpec, BytesThatAreNotUtf8_AreRefusedAsSuch) {
+  // A lead byte of a two-byte sequence followed by ASCII (YAML's own \xff escapes are valid).
+  expect_yaml_refused(std::string("program: ./tr") + char(0xC3) + "ain\n", "not UTF-8");
+}
+
+TEST(ParseYamlSpec, KeysThatAreNotScalars_AreRefusedAsNotFieldNames) {
+  expect_yaml_refused("? [program, args]\n: ./train\n", "a key that is not a field name");
 }
 
 TEST(ParseYamlSpec, TopLevelMustBeAMapping) {
