@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
 
     fabric.print("Training on", data.labels.size(0) - test_rows.size(0), "digits,", "testing on", test_rows.size(0),
                  "| device", fabric.device(), "| precision", fabric.precision().name(), "| world size",
-                 fabric.world_size());
+                 fabric.world_size(), "| threads per rank", at::get_num_threads());
     for (int epoch = 1; epoch <= args.epochs; ++epoch) {
       double loss_sum = 0;
       int64_t steps = 0;

@@ -292,6 +292,7 @@ struct Agent::Impl {
     Environment env = inherited_environment();
     for (const auto& [name, value] : start.env()) env[name] = value;
     add_job_credentials(env, start.job_secret(), ranks_tls_ca);
+    add_thread_limit(env, start.ranks_size(), available_cpus());
     return env;
   }
 

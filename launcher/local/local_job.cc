@@ -64,6 +64,7 @@ struct LocalJob::Impl {
   std::shared_ptr<StderrTail> tail = std::make_shared<StderrTail>(kSummaryTailLines);
   RendezvousServer server;  // after the sinks: it may still be answering while they go
   const std::string secret = random_secret();  // the ranks' FABRICD_JOB_SECRET
+  const int cpus = available_cpus();           // shared by the ranks (add_thread_limit)
 
   std::mutex mutex;
   std::condition_variable changed;
@@ -108,6 +109,7 @@ struct LocalJob::Impl {
     Environment base = inherited_environment();
     for (const auto& [name, value] : node) base[name] = value;
     add_job_credentials(base, secret, /*tls_ca=*/"");  // loopback: plain text
+    add_thread_limit(base, spec.nproc_per_node(), cpus);
     for (std::int32_t r = 0; r < spec.nproc_per_node(); ++r) {
       RankProcess rank{.rank = r, .local_rank = r, .env = base};
       add_process_variables(rank.env, r, r, server.endpoint(), "127.0.0.1");

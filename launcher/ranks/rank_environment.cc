@@ -1,5 +1,11 @@
 #include "ranks/rank_environment.h"
 
+#include <sched.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
 extern char** environ;
 
 namespace fabric::launcher {
@@ -61,6 +67,59 @@ Environment inherited_environment() {
     if (equals != std::string::npos && equals > 0) env.emplace(text.substr(0, equals), text.substr(equals + 1));
   }
   return env;
+}
+
+void add_thread_limit(Environment& env, std::int32_t local_ranks, int cpus) {
+  if (env.contains("OMP_NUM_THREADS")) return;
+  env["OMP_NUM_THREADS"] = std::to_string(std::max(1, cpus / std::max(1, local_ranks)));
+}
+
+std::optional<int> cpus_of_quota(const std::string& cpu_max) {
+  std::istringstream fields(cpu_max);
+  std::string quota;
+  long long period = 0;
+  if (!(fields >> quota >> period) || quota == "max" || period <= 0) return std::nullopt;
+  long long microseconds = 0;
+  try {
+    microseconds = std::stoll(quota);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (microseconds <= 0) return std::nullopt;
+  return static_cast<int>(std::min<long long>((microseconds + period - 1) / period, 1 << 20));
+}
+
+namespace {
+
+// The tightest cpu.max from this process's cgroup up to the root of its cgroup namespace.
+std::optional<int> cgroup_cpu_limit() {
+  std::ifstream self("/proc/self/cgroup");
+  std::string path;
+  for (std::string line; std::getline(self, line);) {
+    if (line.rfind("0::", 0) == 0) path = line.substr(3);  // the cgroup v2 hierarchy
+  }
+  if (path.empty()) return std::nullopt;
+  std::optional<int> limit;
+  for (;;) {
+    std::ifstream file("/sys/fs/cgroup" + (path == "/" ? std::string() : path) + "/cpu.max");
+    std::string cpu_max;
+    if (file && std::getline(file, cpu_max)) {
+      if (const auto cpus = cpus_of_quota(cpu_max)) limit = std::min(limit.value_or(*cpus), *cpus);
+    }
+    if (path == "/" || path.empty()) return limit;
+    const auto slash = path.rfind('/');
+    path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+  }
+}
+
+}  // namespace
+
+int available_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cpus = ::sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  if (const auto limit = cgroup_cpu_limit()) cpus = std::min(cpus, *limit);
+  return std::max(1, cpus);
 }
 
 }  // namespace fabric::launcher

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace fabric::launcher {
@@ -48,5 +49,21 @@ void add_job_credentials(Environment& env, const std::string& secret, const std:
 
 // This process's own environment (what a rank inherits underneath everything else).
 Environment inherited_environment();
+
+// Intra-op threads per rank. LibTorch starts one per core in every process, so N ranks on a
+// node would run N threads per core. Unless OMP_NUM_THREADS is already in `env` (the job's
+// env or the launcher's own environment: the user's choice is kept), each of the node's
+// `local_ranks` ranks gets max(1, cpus / local_ranks), Lightning's rule
+// (_set_num_threads_if_needed); torchrun's fixed 1 would leave cores idle for one rank.
+void add_thread_limit(Environment& env, std::int32_t local_ranks, int cpus);
+
+// The CPUs this process may run on: its affinity mask (taskset, cpusets), lowered to its
+// cgroup's CPU quota when one is set (cgroup v2 cpu.max, e.g. a Kubernetes CPU limit),
+// rounded up. At least 1.
+int available_cpus();
+
+// cgroup v2's cpu.max ("QUOTA PERIOD", or "max PERIOD" when unlimited) as CPUs, rounded up;
+// nullopt when unlimited or unreadable.
+std::optional<int> cpus_of_quota(const std::string& cpu_max);
 
 }  // namespace fabric::launcher

@@ -257,6 +257,30 @@ TEST(FabricdRun, GivesTheRanksTorchrunsRestartVariables) {
   EXPECT_EQ(fields, "1:" + run_id + ":0:3:1:1:2:" + run_id);
 }
 
+// Each rank's intra-op threads: the node's CPUs divided among its ranks, unless the user
+// chose. taskset gives fabricd two CPUs on any machine, where LibTorch alone would start two
+// threads in every rank.
+TEST(FabricdRun, RanksShareTheCpusUnlessTheUserSetOmpNumThreads) {
+  const std::string two_cpus = "env -u OMP_NUM_THREADS taskset -c 0,1 " + kFabricd;
+  const std::string echo = " /bin/sh -c 'echo threads=$OMP_NUM_THREADS'";
+  CommandResult two_ranks = run_command(two_cpus + " run --nproc-per-node 2" + echo);
+  ASSERT_EQ(two_ranks.status, 0) << two_ranks.output;
+  EXPECT_NE(two_ranks.output.find("[rank 0] threads=1\n"), std::string::npos) << two_ranks.output;
+  EXPECT_NE(two_ranks.output.find("[rank 1] threads=1\n"), std::string::npos) << two_ranks.output;
+  CommandResult one_rank = run_command(two_cpus + " run --nproc-per-node 1" + echo);
+  EXPECT_NE(one_rank.output.find("[rank 0] threads=2\n"), std::string::npos) << one_rank.output;
+  CommandResult from_fabricd = run_command("OMP_NUM_THREADS=3 taskset -c 0,1 " + kFabricd + " run --nproc-per-node 2" + echo);
+  EXPECT_NE(from_fabricd.output.find("[rank 1] threads=3\n"), std::string::npos) << from_fabricd.output;
+  CommandResult from_spec = run_command(two_cpus + " run --nproc-per-node 2 --env OMP_NUM_THREADS=4" + echo);
+  EXPECT_NE(from_spec.output.find("[rank 1] threads=4\n"), std::string::npos) << from_spec.output;
+  // What LibTorch itself runs with in a rank (the example prints at::get_num_threads()).
+  CommandResult digits = run_command(two_cpus + " run --nproc-per-node 2 " + DIGITS +
+                                     " --accelerator cpu --epochs 1 --log-dir /tmp/fabricd-e2e-threads-" +
+                                     std::to_string(::getpid()));
+  EXPECT_EQ(digits.status, 0) << digits.output;
+  EXPECT_NE(digits.output.find("world size 2 | threads per rank 1\n"), std::string::npos) << digits.output;
+}
+
 // `fabricd run --serve`: the same JobService a cluster has, for one local job.
 TEST(FabricdRun, ServeLetsAClientReadTheLogsAndCancelTheJob) {
   testing::ScopedTempDir dir;

@@ -1,13 +1,16 @@
 #include "strategies/subprocess_launcher.h"
 
+#include <ATen/Parallel.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <fstream>
@@ -48,9 +51,24 @@ std::vector<std::string> own_arguments() {
   return arguments;
 }
 
+// Lightning's _set_num_threads_if_needed: unless the user set OMP_NUM_THREADS, the node's
+// CPUs (this process's affinity mask) are divided among its processes, so that N ranks do
+// not each start one intra-op thread per core. The children inherit the variable; this
+// process's LibTorch has already read it, so it is told directly.
+void set_num_threads_if_needed(int num_processes) {
+  if (env::get("OMP_NUM_THREADS")) return;
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const int available = ::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  const int threads = std::max(1, available / std::max(1, num_processes));
+  at::set_num_threads(threads);
+  env::set("OMP_NUM_THREADS", std::to_string(threads));
+}
+
 }  // namespace
 
 SubprocessLauncher::SubprocessLauncher(int num_processes, int num_nodes, int node_rank) {
+  set_num_threads_if_needed(num_processes);
   const int world_size = num_processes * num_nodes;
   env::set("MASTER_ADDR", env::get("MASTER_ADDR").value_or("127.0.0.1"));
   env::set("MASTER_PORT", env::get("MASTER_PORT").value_or(std::to_string(free_port())));

@@ -15,7 +15,8 @@ namespace fabric::strategies {
 class SubprocessLauncher {
  public:
   // Starts local ranks 1..num_processes-1 and makes this process local rank 0 (in its own
-  // environment too). Picks a free MASTER_PORT on 127.0.0.1 unless one is set.
+  // environment too). Picks a free MASTER_PORT on 127.0.0.1 unless one is set, and
+  // OMP_NUM_THREADS (CPUs / num_processes, here and in the children) unless one is set.
   SubprocessLauncher(int num_processes, int num_nodes, int node_rank);
   ~SubprocessLauncher();
   SubprocessLauncher(const SubprocessLauncher&) = delete;

@@ -4,6 +4,7 @@
 #include "ranks/rank_environment.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include <string>
@@ -11,6 +12,9 @@
 namespace {
 
 using fabric::launcher::add_process_variables;
+using fabric::launcher::add_thread_limit;
+using fabric::launcher::available_cpus;
+using fabric::launcher::cpus_of_quota;
 using fabric::launcher::Environment;
 using fabric::launcher::inherited_environment;
 using fabric::launcher::node_environment;
@@ -111,6 +115,58 @@ TEST(InheritedEnvironment, IsThisProcesssEnvironment_SplitAtTheFirstEquals) {
   ASSERT_TRUE(env.contains("FABRIC_TEST_INHERITED"));
   EXPECT_EQ(env.at("FABRIC_TEST_INHERITED"), "a=b=c");
   EXPECT_FALSE(inherited_environment().contains("FABRIC_TEST_INHERITED"));
+}
+
+TEST(AddThreadLimit, DividesTheCpusAmongTheNodesRanks_AtLeastOneEach) {
+  const auto threads = [](std::int32_t ranks, int cpus) {
+    Environment env;
+    add_thread_limit(env, ranks, cpus);
+    return env.at("OMP_NUM_THREADS");
+  };
+  EXPECT_EQ(threads(2, 16), "8");
+  EXPECT_EQ(threads(3, 16), "5") << "rounded down: never more threads than cores";
+  EXPECT_EQ(threads(1, 16), "16");
+  EXPECT_EQ(threads(8, 2), "1");
+  EXPECT_EQ(threads(0, 4), "4") << "a node without ranks cannot divide by zero";
+}
+
+TEST(AddThreadLimit, KeepsAValueTheUserSet_EvenAnEmptyOne) {
+  Environment env{{"OMP_NUM_THREADS", "6"}};
+  add_thread_limit(env, 2, 16);
+  EXPECT_EQ(env.at("OMP_NUM_THREADS"), "6");
+  Environment empty{{"OMP_NUM_THREADS", ""}};
+  add_thread_limit(empty, 2, 16);
+  EXPECT_EQ(empty.at("OMP_NUM_THREADS"), "");
+}
+
+TEST(CpusOfQuota, ReadsCgroupV2CpuMax_RoundingUp) {
+  EXPECT_EQ(cpus_of_quota("max 100000"), std::nullopt);
+  EXPECT_EQ(cpus_of_quota("200000 100000"), 2);
+  EXPECT_EQ(cpus_of_quota("150000 100000\n"), 2) << "1.5 CPUs of quota keep two threads busy";
+  EXPECT_EQ(cpus_of_quota("50000 100000"), 1);
+  EXPECT_EQ(cpus_of_quota(""), std::nullopt);
+  EXPECT_EQ(cpus_of_quota("garbage"), std::nullopt);
+  EXPECT_EQ(cpus_of_quota("100000 0"), std::nullopt);
+  EXPECT_EQ(cpus_of_quota("-5 100000"), std::nullopt);
+}
+
+TEST(AvailableCpus, FollowsThisProcesssAffinityMask) {
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(all), &all), 0);
+  cpu_set_t first;  // the lowest CPU the test may run on, alone
+  CPU_ZERO(&first);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &all)) {
+      CPU_SET(cpu, &first);
+      break;
+    }
+  }
+  ASSERT_EQ(::sched_setaffinity(0, sizeof(first), &first), 0);
+  const int on_one = available_cpus();
+  ASSERT_EQ(::sched_setaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(on_one, 1);
+  EXPECT_LE(available_cpus(), CPU_COUNT(&all));
 }
 
 }  // namespace
