@@ -33,6 +33,7 @@ struct Args {
   int64_t seed = 42;
   double require_accuracy = 0.0;
   std::string log_dir = "logs";
+  std::string logger = "csv";
   std::string checkpoint = "";
 };
 
@@ -44,6 +45,11 @@ double accuracy(Model& model, fabric::Fabric& fabric, const torch::Tensor& image
   torch::Tensor predictions = model(fabric.to_device(images)).argmax(1).cpu();
   model.train();
   return predictions.eq(labels).to(torch::kFloat64).mean().template item<double>();
+}
+
+std::shared_ptr<fabric::Logger> make_logger(const std::string& kind, const std::string& root_dir) {
+  if (kind == "tensorboard") return fabric::loggers::tensorboard({.root_dir = root_dir});
+  return fabric::loggers::csv({.root_dir = root_dir});
 }
 
 }  // namespace
@@ -63,7 +69,9 @@ int main(int argc, char** argv) {
   app.add_option("--lr", args.lr, "AdamW learning rate");
   app.add_option("--seed", args.seed, "seed for weights, split and shuffling");
   app.add_option("--require-accuracy", args.require_accuracy, "exit 1 if test accuracy ends below this");
-  app.add_option("--log-dir", args.log_dir, "where metrics.csv goes (root of lightning_logs/version_N)");
+  app.add_option("--log-dir", args.log_dir, "root of the logger's lightning_logs/version_N");
+  app.add_option("--logger", args.logger, "csv (metrics.csv) or tensorboard (event files: tensorboard --logdir logs)")
+      ->check(CLI::IsMember({"csv", "tensorboard"}));
   app.add_option("--checkpoint", args.checkpoint, "save model and optimizer here at the end (PyTorch-readable)");
   CLI11_PARSE(app, argc, argv);
   if (args.num_nodes == 0) {
@@ -78,7 +86,7 @@ int main(int argc, char** argv) {
                            .devices = args.devices,
                            .num_nodes = args.num_nodes,
                            .precision = args.precision,
-                           .loggers = {fabric::loggers::csv({.root_dir = args.log_dir})}});
+                           .loggers = {make_logger(args.logger, args.log_dir)}});
     fabric.launch();
     fabric.seed_everything(args.seed);
 
