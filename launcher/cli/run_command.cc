@@ -14,6 +14,7 @@
 #include "jobs/job_spec.h"
 #include "local/local_job.h"
 #include "local/local_job_service.h"
+#include "observability/introspection.h"
 #include "ranks/rank_group.h"
 
 namespace fabric::launcher::cli {
@@ -72,12 +73,14 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
           },
           authenticator);
       int port = 0;
+      enable_server_introspection();
       grpc::ServerBuilder builder;
       builder.AddListeningPort(serve, credentials, &port);
       apply_server_limits(builder, {});
       builder.RegisterService(service.get());
       server = builder.BuildAndStart();
       if (!server || port == 0) return fail(kUsageError, "--serve " + serve + ": cannot listen there");
+      report_serving(*server, {"fabric.v1.JobService"});
       std::cerr << "fabricd: serving JobService for job " << job_id << " on "
                 << serve.substr(0, serve.rfind(':')) << ":" << port << std::endl;
     }
@@ -87,6 +90,7 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
         [&job](int signal, bool repeated) { job.request_stop(signal, repeated && signal == SIGINT); });
     const int status = job.run();
     if (service) {  // before `job` goes: CancelJob may call it until the server has shut down
+      report_shutting_down(*server);
       service->shutdown();
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     }

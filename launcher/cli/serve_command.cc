@@ -16,6 +16,7 @@
 #include "cli/signals.h"
 #include "coordinator/coordinator.h"
 #include "jobs/job_store.h"
+#include "observability/introspection.h"
 
 namespace fabric::launcher::cli {
 
@@ -80,6 +81,7 @@ int serve(const ServeFlags& flags) {
                            .max_streams_per_user = flags.max_streams_per_user,
                            .authenticator = authenticator});
   int port = 0;
+  enable_server_introspection();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(flags.listen, credentials, &port);
   apply_server_limits(builder, {.max_message_bytes = flags.max_message_bytes});
@@ -87,6 +89,7 @@ int serve(const ServeFlags& flags) {
   builder.RegisterService(&coordinator.agent_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + flags.listen);
+  report_serving(*server, {"fabric.v1.JobService", "fabric.v1.AgentService"});
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   const std::string address = host + ":" + std::to_string(port);
   std::cerr << "fabricd serve: listening on " << address << std::endl;
@@ -118,6 +121,7 @@ int serve(const ServeFlags& flags) {
     agent->stop();
     agent_thread.join();
   }
+  report_shutting_down(*server);
   coordinator.shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;

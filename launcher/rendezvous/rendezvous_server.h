@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "observability/introspection.h"
 #include "rendezvous/rendezvous_service.h"
 #include "security/credentials.h"
 
@@ -33,6 +34,7 @@ class RendezvousServer {
  public:
   explicit RendezvousServer(RendezvousServerOptions options = {})
       : service_(options.await_unstarted, options.limits) {
+    enable_server_introspection();
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.listen,
                              options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &port_);
@@ -40,12 +42,14 @@ class RendezvousServer {
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options.listen + " for the rendezvous");
+    report_serving(*server_, {"fabric.v1.RendezvousService"});
     const std::string host = options.listen.substr(0, options.listen.rfind(':'));
     advertise_host_ = !options.advertise_host.empty()              ? std::move(options.advertise_host)
                       : host == "0.0.0.0" || host == "[::]" ? std::string("127.0.0.1")
                                                              : host;
   }
   ~RendezvousServer() {
+    report_shutting_down(*server_);
     service_.shutdown();  // wakes blocked calls first, so Shutdown does not wait on them
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }

@@ -18,6 +18,8 @@ import threading
 import time
 import unittest
 
+import grpc
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CLIENT = REPO / "examples" / "python_client" / "fabric_client.py"
 FABRICD = os.environ.get("FABRICD", str(REPO / "build" / "release" / "launcher" / "cli" / "fabricd"))
@@ -158,6 +160,32 @@ class PythonClientTest(unittest.TestCase):
         if not must_see_running:
             expected += [["PENDING", final], [final]]
         self.assertIn(client.states(), expected, self.explain(client))
+
+    def test_health_and_reflection_answer_standard_clients_without_a_token(self):
+        # grpcio's own health and reflection clients, as grpc_health_probe and grpcurl use them.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+        with open(self.ca, "rb") as ca:
+            channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(ca.read()))
+        with channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "fabric.v1.JobService", "fabric.v1.AgentService"):
+                status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+                self.assertEqual(status, health_pb2.HealthCheckResponse.SERVING, f"service '{service}'")
+            with self.assertRaises(grpc.RpcError) as unknown:
+                health.Check(health_pb2.HealthCheckRequest(service="fabric.v1.NoSuchService"), timeout=10)
+            self.assertEqual(unknown.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            response = next(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+            services = {service.name for service in response.list_services_response.service}
+            self.assertLessEqual({"fabric.v1.JobService", "fabric.v1.AgentService", "grpc.health.v1.Health"},
+                                 services)
+            # The messages too: SubmitJob's request type is described from the server alone.
+            request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="fabric.v1.JobService")
+            response = next(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+            self.assertTrue(response.file_descriptor_response.file_descriptor_proto, response)
 
     def test_shell_job_reports_every_state_and_both_streams_of_both_ranks(self):
         # A job that holds both slots keeps the next one PENDING until it ends, and a gated
