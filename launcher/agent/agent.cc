@@ -22,6 +22,7 @@
 #include "ranks/ports.h"
 #include "ranks/rank_environment.h"
 #include "ranks/rank_group.h"
+#include "ranks/rank_metrics.h"
 #include "rendezvous/rendezvous_server.h"
 
 namespace fabric::launcher {
@@ -138,16 +139,32 @@ struct Agent::Impl {
   std::deque<v1::ReportRankExitRequest> exits;            // not yet acknowledged
   grpc::ClientContext* stream_context = nullptr;          // the open assignment stream's
   std::list<std::future<void>> stoppers;                  // groups being stopped
+  std::optional<RankMetrics> metrics;
+  std::optional<int> heartbeat_collector;
 
   explicit Impl(AgentOptions agent_options)
       : options(std::move(agent_options)),
         server({.listen = options.rendezvous_listen,
                 .advertise_host = options.advertise_host,
                 .await_unstarted = kAwaitUnstarted,
-                .credentials = rank_facing_credentials(options.security)}),
+                .credentials = rank_facing_credentials(options.security),
+                .metrics = options.metrics}),
         ranks_tls_ca(options.security.insecure ? "" : std::filesystem::absolute(options.security.tls.ca).string()),
         channel(secure_channel(options.coordinator, options.security)),
-        stub(v1::AgentService::NewStub(channel)) {}
+        stub(v1::AgentService::NewStub(channel)) {
+    if (options.metrics) {
+      metrics.emplace(*options.metrics);
+      heartbeat_collector = options.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
+        std::lock_guard lock(mutex);
+        for (const auto& [job_id, run] : runs) {
+          collect_heartbeats(scrape, job_id, server.service().heartbeats(job_id), Clock::now());
+        }
+      });
+    }
+  }
+  ~Impl() {
+    if (heartbeat_collector) options.metrics->remove_collector(*heartbeat_collector);
+  }
 
   void say(const std::string& text) { std::cerr << "fabricd agent " << options.node_name << ": " << text << std::endl; }
 
@@ -434,6 +451,7 @@ struct Agent::Impl {
     } else {
       exit.set_cause(ended.signaled() ? v1::RankExit::CAUSE_SIGNALED : v1::RankExit::CAUSE_EXITED);
     }
+    if (metrics) metrics->rank_exits.add({exit_cause(exit)});
     queue_exit(run.job_id(), std::move(exit));
   }
 

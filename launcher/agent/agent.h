@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "observability/metrics.h"
 #include "security/credentials.h"
 
 namespace fabric::launcher {
@@ -36,6 +37,9 @@ struct AgentOptions {
   TransportSecurity security;
   // The longest wait between reconnection attempts (backoff doubles from 100 ms).
   std::chrono::milliseconds max_backoff = std::chrono::seconds(2);
+  // Prometheus families (ranks/rank_metrics.h, the rendezvous' RPCs) when set; must outlive
+  // the agent.
+  MetricsRegistry* metrics = nullptr;
 };
 
 class Agent {

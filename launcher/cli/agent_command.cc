@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/job_flags.h"
 #include "cli/security_flags.h"
+#include "cli/metrics_flags.h"
 #include "cli/signals.h"
 
 namespace fabric::launcher::cli {
@@ -31,7 +32,9 @@ Registered add_agent(CLI::App& app) {
                       "host:port of this node's RendezvousService (port 0: any free port)")
       ->capture_default_str();
   add_security_flags(*command, *security, SecurityRole::kAgent);
-  return {command, [options, security](const std::vector<std::string>&) {
+  auto metrics_listen = std::make_shared<std::string>();
+  add_metrics_flag(*command, *metrics_listen);
+  return {command, [options, security, metrics_listen](const std::vector<std::string>&) {
             try {
               check_agent_security(*security);
             } catch (const std::exception& error) {
@@ -44,6 +47,9 @@ Registered add_agent(CLI::App& app) {
             if (options->node_name.empty()) options->node_name = default_node_name(*security);
             block_stop_signals();
             try {
+              MetricsRegistry metrics;
+              const auto metrics_server = start_metrics_server(*metrics_listen, metrics, "fabricd agent");
+              options->metrics = &metrics;
               Agent agent(*options);
               const StopSignalHandler signals([&agent](int, bool) { agent.stop(); });
               agent.run();

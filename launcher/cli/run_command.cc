@@ -14,7 +14,9 @@
 #include "jobs/job_spec.h"
 #include "local/local_job.h"
 #include "local/local_job_service.h"
+#include "cli/metrics_flags.h"
 #include "observability/introspection.h"
+#include "observability/rpc_metrics.h"
 #include "ranks/rank_group.h"
 
 namespace fabric::launcher::cli {
@@ -30,7 +32,7 @@ constexpr const char* kExitCodes =
     "128+N when fabricd itself was stopped by signal N.";
 
 int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, const SecurityFlags& security,
-            std::vector<std::string> program) {
+            const std::string& metrics_listen, std::vector<std::string> program) {
   // Without "--", the parser's prefix command left PROGRAM [ARGS...] in remaining(); with
   // one after PROGRAM, it belongs to the program's own arguments.
   std::vector<std::string> rest = command.remaining();
@@ -56,6 +58,13 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
   try {
     const std::string job_id = unique_local_job_id();
     std::atomic<LocalJob*> running{nullptr};  // for CancelJob, once the job exists
+    MetricsRegistry metrics;
+    std::unique_ptr<MetricsServer> metrics_server;
+    try {
+      metrics_server = start_metrics_server(metrics_listen, metrics, "fabricd");
+    } catch (const std::exception& error) {
+      return fail(kUsageError, error.what());
+    }
     std::unique_ptr<LocalJobService> service;
     std::unique_ptr<grpc::Server> server;
     if (!serve.empty()) {
@@ -77,6 +86,7 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
       grpc::ServerBuilder builder;
       builder.AddListeningPort(serve, credentials, &port);
       apply_server_limits(builder, {});
+      add_rpc_metrics(builder, metrics);
       builder.RegisterService(service.get());
       server = builder.BuildAndStart();
       if (!server || port == 0) return fail(kUsageError, "--serve " + serve + ": cannot listen there");
@@ -84,7 +94,9 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
       std::cerr << "fabricd: serving JobService for job " << job_id << " on "
                 << serve.substr(0, serve.rfind(':')) << ":" << port << std::endl;
     }
-    LocalJob job(std::move(spec), std::cout, std::cerr, service ? service->hooks() : LocalJobHooks{}, job_id);
+    LocalJobHooks hooks = service ? service->hooks() : LocalJobHooks{};
+    hooks.metrics = &metrics;
+    LocalJob job(std::move(spec), std::cout, std::cerr, std::move(hooks), job_id);
     running.store(&job);
     const StopSignalHandler signals(
         [&job](int signal, bool repeated) { job.request_stop(signal, repeated && signal == SIGINT); });
@@ -109,15 +121,17 @@ Registered add_run(CLI::App& app) {
   auto flags = std::make_shared<JobFlags>();
   auto serve = std::make_shared<std::string>();
   auto security = std::make_shared<SecurityFlags>();
+  auto metrics_listen = std::make_shared<std::string>();
   add_job_flags(*command, *flags, /*cluster=*/false);
   command->add_option("--serve", *serve,
                       "also serve JobService for this job on host:port (port 0: any free one), so that fabricd "
                       "watch/logs/cancel --server or any gRPC client follows it; off by default");
   add_security_flags(*command, *security, SecurityRole::kServer);  // for --serve
+  add_metrics_flag(*command, *metrics_listen);
   command->footer(kExitCodes);
   command->prefix_command();  // PROGRAM and everything after it belong to the program
-  return {command, [command, flags, serve, security](const std::vector<std::string>& program) {
-            return run_job(*command, *flags, *serve, *security, program);
+  return {command, [command, flags, serve, security, metrics_listen](const std::vector<std::string>& program) {
+            return run_job(*command, *flags, *serve, *security, *metrics_listen, program);
           }};
 }
 

@@ -16,7 +16,9 @@
 #include "cli/signals.h"
 #include "coordinator/coordinator.h"
 #include "jobs/job_store.h"
+#include "cli/metrics_flags.h"
 #include "observability/introspection.h"
+#include "observability/rpc_metrics.h"
 
 namespace fabric::launcher::cli {
 
@@ -32,6 +34,7 @@ struct ServeFlags {
   std::size_t finished_jobs_kept = 1000;
   std::size_t max_pending_per_user = 100, max_streams_per_user = 32;
   int max_message_bytes = 4 << 20;
+  std::string metrics_listen;
   SecurityFlags security;
 };
 
@@ -73,18 +76,27 @@ int serve(const ServeFlags& flags) {
   } catch (const std::exception& error) {
     return fail(kUsageError, error.what());
   }
+  MetricsRegistry metrics;
+  std::unique_ptr<MetricsServer> metrics_server;
+  try {
+    metrics_server = start_metrics_server(flags.metrics_listen, metrics, "fabricd serve");
+  } catch (const std::exception& error) {
+    return fail(kCannotListen, error.what());
+  }
   Coordinator coordinator({.store = std::move(store),
                            .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
                            .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
                            .finished_jobs_kept = flags.finished_jobs_kept,
                            .max_pending_jobs_per_user = flags.max_pending_per_user,
                            .max_streams_per_user = flags.max_streams_per_user,
-                           .authenticator = authenticator});
+                           .authenticator = authenticator,
+                           .metrics = &metrics});
   int port = 0;
   enable_server_introspection();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(flags.listen, credentials, &port);
   apply_server_limits(builder, {.max_message_bytes = flags.max_message_bytes});
+  add_rpc_metrics(builder, metrics);
   builder.RegisterService(&coordinator.job_service());
   builder.RegisterService(&coordinator.agent_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -103,7 +115,8 @@ int serve(const ServeFlags& flags) {
         .advertise_host = !flags.advertise.empty() ? flags.advertise : host == "0.0.0.0" ? "127.0.0.1" : host,
         .rendezvous_listen = host + ":0",
         .slots = slots,
-        .security = flags.security.transport});
+        .security = flags.security.transport,
+        .metrics = &metrics});
     agent_thread = std::thread([&agent] { agent->run(); });
   }
   std::mutex mutex;
@@ -165,6 +178,7 @@ Registered add_serve(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add_security_flags(*command, flags->security, SecurityRole::kServer);
+  add_metrics_flag(*command, flags->metrics_listen);
   return {command, [flags](const std::vector<std::string>&) { return serve(*flags); }};
 }
 

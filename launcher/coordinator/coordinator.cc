@@ -18,6 +18,7 @@
 #include "jobs/job_feed.h"
 #include "jobs/job_spec.h"
 #include "jobs/job_state.h"
+#include "ranks/rank_metrics.h"
 #include "ranks/rank_environment.h"
 #include "security/secrets.h"
 #include "security/stream_limiter.h"
@@ -238,6 +239,8 @@ struct Coordinator::Impl final : JobFeed {
   bool shutting_down = false;
   std::map<std::string, Session> sessions;            // by agent_id
   std::map<std::string, std::unique_ptr<JobEntry>> jobs;  // by job_id
+  std::optional<RankMetrics> metrics;                     // when options.metrics
+  std::optional<int> collector;
   std::map<std::string, std::string> request_ids;     // request_key(owner, request_id) -> job_id
   std::thread reconciler;
 
@@ -258,10 +261,32 @@ struct Coordinator::Impl final : JobFeed {
       entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
       jobs.emplace(id, std::move(entry));
     }
+    if (options.metrics) {
+      metrics.emplace(*options.metrics);
+      collector = options.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) { collect(scrape); });
+    }
     reconciler = std::thread([this] { reconcile_loop(); });
   }
 
-  ~Impl() override { shutdown(); }
+  ~Impl() override {
+    if (collector) options.metrics->remove_collector(*collector);
+    shutdown();
+  }
+
+  // At scrape time: jobs by state (every state, zeros included, so that a query for one is
+  // never empty) and the agents in session.
+  void collect(MetricsRegistry::Scrape& scrape) {
+    GaugeFamily& by_state = scrape.gauge("fabricd_jobs", "Jobs the coordinator knows, by state", {"state"});
+    GaugeFamily& agents = scrape.gauge("fabricd_agents", "Node agents in session with the coordinator");
+    std::lock_guard lock(mutex);
+    for (int state = v1::JobState_MIN; state <= v1::JobState_MAX; ++state) {
+      if (v1::JobState_IsValid(state) && state != v1::JOB_STATE_UNSPECIFIED) {
+        by_state.set({state_name(static_cast<v1::JobState>(state))}, 0);
+      }
+    }
+    for (const auto& [id, entry] : jobs) by_state.add({state_name(entry->job().state())}, 1);
+    agents.set({}, static_cast<double>(sessions.size()));
+  }
 
   void shutdown() {
     {
@@ -467,6 +492,7 @@ struct Coordinator::Impl final : JobFeed {
     }
     failure.set_message(message);
     if (job.restart_count() < entry.spec().max_restarts()) {
+      if (metrics) metrics->restarts.add({exit_cause(exit)});
       stop_on_nodes(entry, v1::StopJob::REASON_RESTART, grace_period(entry.spec()));
       job.set_restart_count(job.restart_count() + 1);
       transition(entry, v1::JOB_STATE_RESTARTING, "restarting after " + message);
@@ -485,6 +511,7 @@ struct Coordinator::Impl final : JobFeed {
       if (known.rank() == exit.rank()) return;  // idempotent
     }
     *record.add_exits() = exit;
+    if (metrics) metrics->rank_exits.add({exit_cause(exit)});
     persist(entry);
     changed.notify_all();
     if (entry.job().state() != v1::JOB_STATE_RUNNING) return;

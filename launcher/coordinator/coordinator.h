@@ -17,6 +17,7 @@
 #include "fabric/v1/agent.grpc.pb.h"
 #include "fabric/v1/job.grpc.pb.h"
 #include "jobs/job_store.h"
+#include "observability/metrics.h"
 #include "security/authenticator.h"
 
 namespace fabric::launcher {
@@ -44,6 +45,9 @@ struct CoordinatorOptions {
   std::chrono::milliseconds tick = std::chrono::milliseconds(100);
   // What agent heartbeat timeouts are measured with; tests inject a fake clock.
   std::function<std::chrono::steady_clock::time_point()> clock = [] { return std::chrono::steady_clock::now(); };
+  // Prometheus families when set (must outlive the coordinator): fabricd_jobs{state},
+  // fabricd_agents, and ranks/rank_metrics.h's exits and restarts as agents report them.
+  MetricsRegistry* metrics = nullptr;
 };
 
 class Coordinator {

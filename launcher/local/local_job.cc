@@ -17,6 +17,7 @@
 #include "ranks/ports.h"
 #include "ranks/rank_environment.h"
 #include "ranks/rank_group.h"
+#include "ranks/rank_metrics.h"
 #include "rendezvous/rendezvous_server.h"
 
 namespace fabric::launcher {
@@ -62,7 +63,9 @@ struct LocalJob::Impl {
   std::shared_ptr<ConsoleSink> console;
   OutputRouter router;
   std::shared_ptr<StderrTail> tail = std::make_shared<StderrTail>(kSummaryTailLines);
-  RendezvousServer server;  // after the sinks: it may still be answering while they go
+  RendezvousServer server{{.metrics = hooks.metrics}};  // after the sinks: it may still be answering while they go
+  std::optional<RankMetrics> metrics;
+  std::optional<int> heartbeat_collector;
   const std::string secret = random_secret();  // the ranks' FABRICD_JOB_SECRET
   const int cpus = available_cpus();           // shared by the ranks (add_thread_limit)
 
@@ -89,6 +92,15 @@ struct LocalJob::Impl {
                                {.rdzv_timeout = rdzv_timeout(spec),
                                 .heartbeat_interval = health.heartbeat_interval(),
                                 .secret = secret});
+    if (hooks.metrics) {
+      metrics.emplace(*hooks.metrics);
+      heartbeat_collector = hooks.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
+        collect_heartbeats(scrape, job_id, server.service().heartbeats(job_id), Clock::now());
+      });
+    }
+  }
+  ~Impl() {
+    if (heartbeat_collector) hooks.metrics->remove_collector(*heartbeat_collector);
   }
 
   void say(const std::string& text) { console->message(text); }
@@ -120,6 +132,10 @@ struct LocalJob::Impl {
 
   void on_exit(const RankEnded& ended) {
     std::lock_guard lock(mutex);
+    if (metrics) {
+      const bool hung = failure && failure->cause == Failure::Cause::kHung && failure->rank == ended.rank;
+      metrics->rank_exits.add({hung ? "hung" : stopping && ended.status != 0 ? "stopped" : exit_cause(ended.status)});
+    }
     if (ended.status != 0 && !failure && !stopping) failure = Failure{.rank = ended.rank};
     changed.notify_all();
   }
@@ -252,6 +268,7 @@ struct LocalJob::Impl {
         say("restarting the job: generation " + std::to_string(generation + 1) + " of at most " +
                    std::to_string(spec.max_restarts() + 1));
         tell(v1::JOB_STATE_RESTARTING, generation + 1, "restarting after " + last_failure);
+        if (metrics) metrics->restarts.add({first.cause == Failure::Cause::kHung ? "hung" : exit_cause(status)});
         continue;
       }
       say(summary);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "fabric/v1/job.pb.h"
+#include "observability/metrics.h"
 #include "ranks/output_router.h"
 
 namespace fabric::launcher {
@@ -30,6 +31,9 @@ inline constexpr int kCannotStart = 126;
 struct LocalJobHooks {
   std::shared_ptr<LineSink> lines;
   std::function<void(fabric::v1::JobState state, std::int32_t generation, const std::string& message)> on_state;
+  // Prometheus families (ranks/rank_metrics.h, and the rendezvous' RPCs) go here when set;
+  // it must outlive the job.
+  MetricsRegistry* metrics = nullptr;
 };
 
 // A job id unique on this machine: "local-<pid>-<random>".

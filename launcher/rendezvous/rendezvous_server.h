@@ -14,6 +14,7 @@
 #include <string>
 
 #include "observability/introspection.h"
+#include "observability/rpc_metrics.h"
 #include "rendezvous/rendezvous_service.h"
 #include "security/credentials.h"
 
@@ -28,6 +29,8 @@ struct RendezvousServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   RendezvousLimits limits;
   ServerLimits server_limits;
+  // Counts and times every call (grpc_server_* families) when set; must outlive the server.
+  MetricsRegistry* metrics = nullptr;
 };
 
 class RendezvousServer {
@@ -39,6 +42,7 @@ class RendezvousServer {
     builder.AddListeningPort(options.listen,
                              options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &port_);
     apply_server_limits(builder, options.server_limits);
+    if (options.metrics) add_rpc_metrics(builder, *options.metrics);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options.listen + " for the rendezvous");
