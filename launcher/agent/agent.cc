@@ -23,6 +23,7 @@
 #include "ranks/rank_environment.h"
 #include "ranks/rank_group.h"
 #include "ranks/rank_metrics.h"
+#include "ranks/straggler_watch.h"
 #include "rendezvous/rendezvous_server.h"
 
 namespace fabric::launcher {
@@ -112,6 +113,8 @@ struct Agent::Impl {
     OutputRouter router;
     std::unique_ptr<RankGroup> group;
     std::set<std::int32_t> hung;  // ranks this agent killed as hung; guarded by Impl::mutex
+    StragglerWatch stragglers;    // among this node's ranks; guarded by Impl::mutex
+    Clock::time_point next_skew_check{};
     bool stopping = false;        // guarded by Impl::mutex
 
     explicit NodeRun(v1::StartRanks assignment)
@@ -158,6 +161,7 @@ struct Agent::Impl {
         std::lock_guard lock(mutex);
         for (const auto& [job_id, run] : runs) {
           collect_heartbeats(scrape, job_id, server.service().heartbeats(job_id), Clock::now());
+          if (run->stragglers.skew()) collect_step_skew(scrape, job_id, *run->stragglers.skew());
         }
       });
     }
@@ -455,13 +459,29 @@ struct Agent::Impl {
     queue_exit(run.job_id(), std::move(exit));
   }
 
+  // Names a new straggler among the node's ranks (the coordinator does not compare nodes
+  // yet). Called with the lock held.
+  void check_stragglers(NodeRun& run, const std::map<std::int32_t, RankHeartbeat>& heartbeats) {
+    const std::vector<std::int32_t> ranks(run.start.ranks().begin(), run.start.ranks().end());
+    if (auto named = run.stragglers.check(heartbeats, ranks)) {
+      say("straggler in job " + run.job_id() + ": " + run.stragglers.skew()->describe(*named) + " over the last " +
+          std::to_string(run.stragglers.skew()->steps) + " steps");
+      if (metrics) metrics->straggler_warnings.add({});
+    }
+  }
+
   void watch_health() {
     std::unique_lock lock(mutex);
     while (!stopping || !runs.empty()) {
       const auto now = Clock::now();
       for (auto& [job_id, run] : runs) {
         if (run->stopping || !run->group) continue;
-        const auto hung = run->health.find_hung(now, run->group->running(), server.service().heartbeats(job_id));
+        const auto heartbeats = server.service().heartbeats(job_id);
+        if (now >= run->next_skew_check) {
+          run->next_skew_check = now + kStragglerCheckInterval;
+          check_stragglers(*run, heartbeats);
+        }
+        const auto hung = run->health.find_hung(now, run->group->running(), heartbeats);
         if (!hung || run->hung.contains(hung->rank)) continue;
         say("rank " + std::to_string(hung->rank) + " of job " + job_id + " " + hung->detail + "; killing it");
         run->hung.insert(hung->rank);

@@ -18,6 +18,7 @@
 #include "ranks/rank_environment.h"
 #include "ranks/rank_group.h"
 #include "ranks/rank_metrics.h"
+#include "ranks/straggler_watch.h"
 #include "rendezvous/rendezvous_server.h"
 
 namespace fabric::launcher {
@@ -66,6 +67,8 @@ struct LocalJob::Impl {
   RendezvousServer server{{.metrics = hooks.metrics}};  // after the sinks: it may still be answering while they go
   std::optional<RankMetrics> metrics;
   std::optional<int> heartbeat_collector;
+  StragglerWatch stragglers;  // guarded by mutex
+  Clock::time_point next_skew_check{};
   const std::string secret = random_secret();  // the ranks' FABRICD_JOB_SECRET
   const int cpus = available_cpus();           // shared by the ranks (add_thread_limit)
 
@@ -96,6 +99,8 @@ struct LocalJob::Impl {
       metrics.emplace(*hooks.metrics);
       heartbeat_collector = hooks.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
         collect_heartbeats(scrape, job_id, server.service().heartbeats(job_id), Clock::now());
+        std::lock_guard lock(mutex);
+        if (stragglers.skew()) collect_step_skew(scrape, job_id, *stragglers.skew());
       });
     }
   }
@@ -150,11 +155,27 @@ struct LocalJob::Impl {
         group->signal_rank(hung->rank, SIGKILL);  // a hung rank could not act on SIGTERM
         break;
       }
+      if (now >= next_skew_check) {
+        next_skew_check = now + kStragglerCheckInterval;
+        check_stragglers();
+      }
       if (auto late = health.find_rendezvous_timeout(now, spec.nproc_per_node(), server.service().joined_ranks(job_id))) {
         failure = Failure{.cause = Failure::Cause::kRendezvousTimeout, .rank = late->rank, .detail = late->detail};
         break;
       }
       changed.wait_for(lock, kWatchInterval);
+    }
+  }
+
+  // Compares the ranks' arrivals at their steps' synchronization; names a new straggler.
+  // Called with the lock held.
+  void check_stragglers() {
+    std::vector<std::int32_t> ranks;
+    for (std::int32_t r = 0; r < spec.nproc_per_node(); ++r) ranks.push_back(r);
+    if (auto named = stragglers.check(server.service().heartbeats(job_id), ranks)) {
+      say("straggler: " + stragglers.skew()->describe(*named) + " over the last " +
+          std::to_string(stragglers.skew()->steps) + " steps");
+      if (metrics) metrics->straggler_warnings.add({});
     }
   }
 
@@ -226,6 +247,7 @@ struct LocalJob::Impl {
       std::unique_lock lock(mutex);
       failure.reset();
       stopping = false;
+      stragglers.reset();
       try {
         group = std::make_shared<RankGroup>(generation_options(generation), router,
                                             [this](const RankEnded& ended) { on_exit(ended); });

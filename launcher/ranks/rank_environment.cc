@@ -101,7 +101,7 @@ std::optional<int> cgroup_cpu_limit() {
   if (path.empty()) return std::nullopt;
   std::optional<int> limit;
   for (;;) {
-    std::ifstream file("/sys/fs/cgroup" + (path == "/" ? std::string() : path) + "/cpu.max");
+    std::ifstream file(std::string("/sys/fs/cgroup").append(path == "/" ? "" : path).append("/cpu.max"));
     std::string cpu_max;
     if (file && std::getline(file, cpu_max)) {
       if (const auto cpus = cpus_of_quota(cpu_max)) limit = std::min(limit.value_or(*cpus), *cpus);

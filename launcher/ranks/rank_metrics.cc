@@ -5,7 +5,10 @@ namespace fabric::launcher {
 RankMetrics::RankMetrics(MetricsRegistry& registry)
     : rank_exits(registry.counter("fabricd_rank_exits_total", "Rank processes that ended, by cause", {"cause"})),
       restarts(registry.counter("fabricd_job_restarts_total",
-                                "Generations restarted after a failure, by the first failure's cause", {"cause"})) {}
+                                "Generations restarted after a failure, by the first failure's cause", {"cause"})),
+      straggler_warnings(registry.counter("fabricd_straggler_warnings_total",
+                                          "Times a rank was named a straggler (it lagged the median rank by more "
+                                          "than the set fraction of a step)")) {}
 
 const char* exit_cause(int status) {
   if (status == 0) return "success";
@@ -22,6 +25,16 @@ const char* exit_cause(const fabric::v1::RankExit& exit) {
     case fabric::v1::RankExit::CAUSE_STOPPED: return "stopped";
     default: return "unknown";
   }
+}
+
+void collect_step_skew(MetricsRegistry::Scrape& scrape, const std::string& job_id, const StepSkew& skew) {
+  GaugeFamily& lag = scrape.gauge("fabricd_rank_step_lag_seconds",
+                                  "How much later than the median rank the rank reaches each step's gradient "
+                                  "synchronization (median over the recent steps)",
+                                  {"job", "rank"});
+  GaugeFamily& step = scrape.gauge("fabricd_job_step_seconds", "The job's median step time", {"job"});
+  for (const auto& [rank, seconds] : skew.lag_seconds) lag.set({job_id, std::to_string(rank)}, seconds);
+  step.set({job_id}, skew.step_seconds);
 }
 
 void collect_heartbeats(MetricsRegistry::Scrape& scrape, const std::string& job_id,

@@ -9,6 +9,10 @@
 //   fabricd_rank_heartbeat_age_seconds{job,rank} since the rank's last heartbeat, at scrape time
 //   fabricd_rank_step{job,rank}                  the step the rank last reported (steps/s:
 //                                                rate(fabricd_rank_step[1m]))
+//   fabricd_rank_step_lag_seconds{job,rank}      how much later than the median rank it reaches
+//                                                each step's synchronization (straggler_watch.h)
+//   fabricd_job_step_seconds{job}                the job's median step time
+//   fabricd_straggler_warnings_total             times a rank was named a straggler
 #pragma once
 
 #include <chrono>
@@ -18,6 +22,7 @@
 
 #include "fabric/v1/agent.pb.h"
 #include "observability/metrics.h"
+#include "ranks/straggler_watch.h"
 #include "rendezvous/rendezvous_service.h"
 
 namespace fabric::launcher {
@@ -26,6 +31,7 @@ struct RankMetrics {
   explicit RankMetrics(MetricsRegistry& registry);
   CounterFamily& rank_exits;
   CounterFamily& restarts;
+  CounterFamily& straggler_warnings;
 };
 
 // The cause of a rank that ended with `status` (its exit code, or 128 + a signal):
@@ -34,6 +40,9 @@ const char* exit_cause(int status);
 
 // The cause of an exit as an agent reports it (fabric.v1.RankExit).
 const char* exit_cause(const fabric::v1::RankExit& exit);
+
+// At scrape time: the step skew of `job_id`'s ranks.
+void collect_step_skew(MetricsRegistry::Scrape& scrape, const std::string& job_id, const StepSkew& skew);
 
 // At scrape time: the heartbeat age and last step of each rank of `job_id`.
 void collect_heartbeats(MetricsRegistry::Scrape& scrape, const std::string& job_id,

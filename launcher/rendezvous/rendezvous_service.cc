@@ -691,6 +691,11 @@ grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext* server_contex
                      .phase = request->phase()};
   if (request->has_step()) beat.step = request->step();
   if (request->has_epoch()) beat.epoch = request->epoch();
+  constexpr int kMaxArrivals = 32;  // what a rank sends; more is not kept
+  const int first = std::max(0, request->arrivals_size() - kMaxArrivals);
+  for (int i = first; i < request->arrivals_size(); ++i) {
+    beat.arrivals.push_back({.step = request->arrivals(i).step(), .unix_nanos = request->arrivals(i).unix_nanos()});
+  }
   a.job->heartbeats[request->context().rank()] = std::move(beat);
 
   const auto interval = a.job->options.heartbeat_interval;

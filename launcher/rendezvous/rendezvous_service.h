@@ -27,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "fabric/v1/rendezvous.grpc.pb.h"
@@ -66,6 +67,13 @@ struct RankHeartbeat {
   std::optional<std::int64_t> step;
   std::optional<std::int64_t> epoch;
   std::string phase;
+  // Its latest steps' arrivals at the gradient synchronization (at most 32; see
+  // rendezvous.proto's StepArrival), for straggler detection.
+  struct Arrival {
+    std::int64_t step = 0;
+    std::int64_t unix_nanos = 0;
+  };
+  std::vector<Arrival> arrivals;
 };
 
 class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Service {

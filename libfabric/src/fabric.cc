@@ -87,6 +87,8 @@ FabricOptimizer Fabric::setup_optimizers(const FabricOptimizer&) {
 
 void Fabric::backward(const torch::Tensor& loss) {
   detail::FabricBackwardMark mark;
+  // The ranks meet here (the gradients' all-reduce): the launcher times each one's arrival.
+  if (auto* launcher = strategy_->launcher()) launcher->synchronizing();
   // Under DDP, backward waits for the peers' gradients: a wait, not a hang.
   auto busy = environments::busy(strategy_->launcher(), "backward");
   strategy_->backward(loss);

@@ -281,6 +281,25 @@ TEST(FabricdRun, RanksShareTheCpusUnlessTheUserSetOmpNumThreads) {
   EXPECT_NE(digits.output.find("world size 2 | threads per rank 1\n"), std::string::npos) << digits.output;
 }
 
+// A rank that sleeps 100 ms before each step holds the other two up in backward: fabricd
+// names it, with its lag; when every rank sleeps as long, nobody is named.
+TEST(FabricdRun, AStragglerIsNamedWithItsLag_AndRanksThatKeepPaceAreNot) {
+  const std::string run = kFabricd + " run --nproc-per-node 3 --heartbeat-timeout 2 " + DDP_WORKER + " straggler ";
+  CommandResult slowed = run_command(run + "1 60 100");
+  ASSERT_EQ(slowed.status, 0) << slowed.output;
+  const TimedLine* named = slowed.find_line("fabricd: straggler: rank 1 lags the median rank by ");
+  ASSERT_NE(named, nullptr) << slowed.output;
+  const double lag = std::stod(named->text.substr(named->text.find(" by ") + 4));
+  EXPECT_GT(lag, 0.08) << named->text;
+  EXPECT_LT(lag, 0.2) << named->text;
+  EXPECT_EQ(slowed.output.find("straggler: rank 0"), std::string::npos) << slowed.output;
+  EXPECT_EQ(slowed.output.find("straggler: rank 2"), std::string::npos) << slowed.output;
+
+  CommandResult even = run_command(run + "-1 60 100");
+  ASSERT_EQ(even.status, 0) << even.output;
+  EXPECT_EQ(even.output.find("straggler"), std::string::npos) << even.output;
+}
+
 // `fabricd run --serve`: the same JobService a cluster has, for one local job.
 TEST(FabricdRun, ServeLetsAClientReadTheLogsAndCancelTheJob) {
   testing::ScopedTempDir dir;

@@ -136,6 +136,9 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(len(steps), 2, steps)
         self.assertTrue(wait_for(lambda: query("fabricd_rank_heartbeat_age_seconds < 10"), 30,
                                  "fresh heartbeat ages of both ranks"))
+        # The straggler watch measures the two ranks' step skew (neither lags: no warning).
+        self.assertGreater(wait_for(lambda: one("fabricd_job_step_seconds"), 30, "the job's step time"), 0)
+        self.assertEqual(len(wait_for(lambda: query("fabricd_rank_step_lag_seconds"), 30, "the ranks' lags")), 2)
         heartbeats = wait_for(
             lambda: one('sum(grpc_server_handled_total{grpc_service="fabric.v1.RendezvousService",'
                         'grpc_method="Heartbeat",grpc_code="OK"})'), 30, "the ranks' Heartbeat calls")

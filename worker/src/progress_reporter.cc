@@ -1,5 +1,6 @@
 #include "fabric/worker/progress_reporter.h"
 
+#include <algorithm>
 #include <iostream>
 
 namespace fabric::worker {
@@ -38,6 +39,40 @@ void ProgressReporter::step() noexcept {
   std::int64_t steps = steps_.load(std::memory_order_relaxed);
   steps_.store(steps < 0 ? 1 : steps + 1, std::memory_order_relaxed);  // one training thread
   progress("train");
+}
+
+void ProgressReporter::synchronizing() noexcept {
+  const std::int64_t step = std::max<std::int64_t>(steps_.load(std::memory_order_relaxed), 0);
+  if (step == last_arrival_step_) return;  // gradient accumulation: the step's first backward counts
+  last_arrival_step_ = step;
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::uint64_t written = arrivals_written_.load(std::memory_order_relaxed);
+  ArrivalSlot& slot = arrivals_[written % kArrivals];
+  slot.sequence.fetch_add(1, std::memory_order_relaxed);  // odd: being written
+  std::atomic_thread_fence(std::memory_order_release);
+  slot.step.store(step, std::memory_order_relaxed);
+  slot.unix_nanos.store(now, std::memory_order_relaxed);
+  slot.sequence.fetch_add(1, std::memory_order_release);
+  arrivals_written_.store(written + 1, std::memory_order_release);
+}
+
+std::vector<StepArrival> ProgressReporter::recent_arrivals() const {
+  const std::uint64_t written = arrivals_written_.load(std::memory_order_acquire);
+  const std::uint64_t first = written > kArrivals ? written - kArrivals : 0;
+  std::vector<StepArrival> arrivals;
+  arrivals.reserve(written - first);
+  for (std::uint64_t i = first; i < written; ++i) {
+    const ArrivalSlot& slot = arrivals_[i % kArrivals];
+    const std::uint32_t before = slot.sequence.load(std::memory_order_acquire);
+    StepArrival arrival{.step = slot.step.load(std::memory_order_relaxed),
+                        .unix_nanos = slot.unix_nanos.load(std::memory_order_relaxed)};
+    std::atomic_thread_fence(std::memory_order_acquire);
+    // Overwritten meanwhile (a newer step in the slot) or half written: skip it.
+    if (before % 2 != 0 || slot.sequence.load(std::memory_order_relaxed) != before) continue;
+    arrivals.push_back(arrival);
+  }
+  return arrivals;
 }
 
 std::optional<std::int64_t> ProgressReporter::steps() const noexcept {
@@ -80,7 +115,8 @@ void ProgressReporter::send() {
             ? std::chrono::milliseconds(0)
             : std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - last_progress);
     const HeartbeatReply reply =
-        client_->heartbeat(steps(), std::nullopt, phase_.load(std::memory_order_relaxed), since_progress);
+        client_->heartbeat(steps(), std::nullopt, phase_.load(std::memory_order_relaxed), since_progress,
+                           recent_arrivals());
     sent_.fetch_add(1, std::memory_order_relaxed);
     if (reply.stop_requested && !stop_requested_.exchange(true)) {
       std::cerr << "fabricd asks this rank to stop: " << reply.stop_reason << std::endl;

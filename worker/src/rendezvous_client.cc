@@ -231,12 +231,18 @@ void RendezvousClient::barrier(const std::string& name, std::int64_t sequence, s
 }
 
 HeartbeatReply RendezvousClient::heartbeat(std::optional<std::int64_t> step, std::optional<std::int64_t> epoch,
-                                           const std::string& phase, milliseconds since_progress) {
+                                           const std::string& phase, milliseconds since_progress,
+                                           const std::vector<StepArrival>& arrivals) {
   auto request = impl_->request<v1::RankHeartbeatRequest>();
   if (step) request.set_step(*step);
   if (epoch) request.set_epoch(*epoch);
   request.set_phase(phase);
   set_duration(request.mutable_since_progress(), since_progress);
+  for (const StepArrival& arrival : arrivals) {
+    v1::StepArrival& sent = *request.add_arrivals();
+    sent.set_step(arrival.step);
+    sent.set_unix_nanos(arrival.unix_nanos);
+  }
   const auto response = impl_->call<v1::RankHeartbeatRequest, v1::RankHeartbeatResponse>(
       "Heartbeat", &v1::RendezvousService::Stub::Heartbeat, request, kHeartbeatCall);
   const auto& interval = response.interval();

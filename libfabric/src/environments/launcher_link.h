@@ -33,6 +33,7 @@ class LauncherLink final : public LauncherServices {
   void barrier(const std::string& name, std::chrono::milliseconds timeout) override;
   void progress(const char* phase) noexcept override { progress_.progress(phase); }
   void step() noexcept override { progress_.step(); }
+  void synchronizing() noexcept override { progress_.synchronizing(); }
   worker::ProgressReporter::Busy busy(const char* phase) override { return progress_.busy(phase); }
 
  private:

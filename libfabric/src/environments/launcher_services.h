@@ -30,6 +30,9 @@ class LauncherServices {
   // The training loop moved (a forward in `phase`, an optimizer step). Cheap: every step.
   virtual void progress(const char* phase) noexcept = 0;
   virtual void step() noexcept = 0;
+  // The rank reached the step's gradient synchronization (backward()): straggler detection
+  // compares when each rank gets there.
+  virtual void synchronizing() noexcept = 0;
   // While the returned guard lives the rank waits on its peers (backward, a collective,
   // checkpoint I/O): heartbeats go on, and the wait is not taken for a hang.
   virtual worker::ProgressReporter::Busy busy(const char* phase) = 0;

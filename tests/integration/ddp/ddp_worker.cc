@@ -119,6 +119,21 @@ int main(int argc, char** argv) {
         train_step(fabric, model, optimizer, step);
       }
       std::cout << "generation " << generation() << " done" << std::endl;
+    } else if (scenario == "straggler") {
+      // straggler RANK STEPS MS: RANK sleeps MS before each of STEPS steps, and the others
+      // wait for it in backward; with RANK -1 every rank sleeps as long (nobody lags).
+      const int slow_rank = std::stoi(argv[2]), steps = std::stoi(argv[3]);
+      const auto pause = std::chrono::milliseconds(std::stoi(argv[4]));
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      fabric.launch();
+      auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
+        return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));
+      });
+      for (int step = 0; step < steps; ++step) {
+        if (slow_rank < 0 || fabric.global_rank() == slow_rank) std::this_thread::sleep_for(pause);
+        train_step(fabric, model, optimizer, step);
+      }
+      std::cout << "done" << std::endl;
     } else if (scenario == "late-join") {
       const char* rank = std::getenv("RANK");
       if (rank != nullptr && std::string(rank) == "1") std::this_thread::sleep_for(std::chrono::seconds(60));

@@ -25,6 +25,8 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
+#include <array>
 
 #include "fabric/worker/rendezvous_client.h"
 
@@ -43,6 +45,13 @@ class ProgressReporter {
   void progress(const char* phase) noexcept;
   // An optimizer step was taken (reported as the heartbeat's step).
   void step() noexcept;
+  // The rank reached the gradient synchronization of the current step (backward()); the
+  // first call per step is timed and sent with the next heartbeats (StepArrival), so that
+  // fabricd can tell which rank the others wait for. A clock read and relaxed atomics.
+  void synchronizing() noexcept;
+  // The arrivals kept (the last kArrivals steps), oldest first.
+  std::vector<StepArrival> recent_arrivals() const;
+  static constexpr std::size_t kArrivals = 32;
   // The number of steps so far; nullopt before the first.
   std::optional<std::int64_t> steps() const noexcept;
 
@@ -79,6 +88,17 @@ class ProgressReporter {
   std::atomic<bool> started_{false};  // the first heartbeat was sent
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::int64_t> sent_{0};
+
+  // A ring of the latest arrivals, written by the training thread alone and read by the
+  // heartbeat thread: each slot is a seqlock (an odd sequence while it is being written).
+  struct ArrivalSlot {
+    std::atomic<std::uint32_t> sequence{0};
+    std::atomic<std::int64_t> step{0};
+    std::atomic<std::int64_t> unix_nanos{0};
+  };
+  std::array<ArrivalSlot, kArrivals> arrivals_;
+  std::atomic<std::uint64_t> arrivals_written_{0};
+  std::int64_t last_arrival_step_ = -1;  // training thread only
 
   std::mutex mutex_;
   std::condition_variable wake_;

@@ -62,6 +62,12 @@ class RendezvousError : public std::runtime_error {
   RendezvousErrorKind kind_;
 };
 
+// When the rank entered the gradient synchronization of a step (rendezvous.proto's StepArrival).
+struct StepArrival {
+  std::int64_t step = 0;        // optimizer steps taken before it
+  std::int64_t unix_nanos = 0;  // CLOCK_REALTIME
+};
+
 struct HeartbeatReply {
   std::chrono::milliseconds interval;  // send the next one within this
   bool stop_requested = false;         // fabricd asks the rank to finish cleanly
@@ -104,10 +110,12 @@ class RendezvousClient {
   void barrier(const std::string& name, std::int64_t sequence, std::int32_t world_size = 0,
                Timeout timeout = std::nullopt);
 
-  // since_progress: how long ago the rank last made progress (zero while it waits on peers).
+  // since_progress: how long ago the rank last made progress (zero while it waits on peers);
+  // arrivals: its latest steps' arrivals at the gradient synchronization, oldest first.
   HeartbeatReply heartbeat(std::optional<std::int64_t> step, std::optional<std::int64_t> epoch,
                            const std::string& phase,
-                           std::chrono::milliseconds since_progress = std::chrono::milliseconds(0));
+                           std::chrono::milliseconds since_progress = std::chrono::milliseconds(0),
+                           const std::vector<StepArrival>& arrivals = {});
   // Bounded by `deadline`: it is sent while the process is going down.
   void report_error(const ErrorReport& error, std::chrono::milliseconds deadline = std::chrono::seconds(2));
 
