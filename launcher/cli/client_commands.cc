@@ -1,4 +1,4 @@
-// fabricd submit|list|status|watch|logs|cancel: JobService clients. They talk to whatever
+// fabricd submit|list|status|watch|logs|cancel|top: JobService clients. They talk to whatever
 // serves JobService at --server (a coordinator), so scripts and people use one API.
 //
 // Exit status: 0 done (watch: the job SUCCEEDED), 1 the job FAILED (watch), 2 a bad flag or
@@ -8,7 +8,12 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <ctime>
 #include <fstream>
+#include <map>
 #include <iomanip>
 #include <iostream>
 #include <random>
@@ -103,6 +108,22 @@ std::string read_text(const std::string& path) {
   return text.str();
 }
 
+// "12s", "5m03s", "2h07m": how long a job has run.
+std::string format_elapsed(std::int64_t seconds) {
+  if (seconds < 0) return "-";
+  char text[32];
+  if (seconds < 60) {
+    std::snprintf(text, sizeof(text), "%llds", static_cast<long long>(seconds));
+  } else if (seconds < 3600) {
+    std::snprintf(text, sizeof(text), "%lldm%02llds", static_cast<long long>(seconds / 60),
+                  static_cast<long long>(seconds % 60));
+  } else {
+    std::snprintf(text, sizeof(text), "%lldh%02lldm", static_cast<long long>(seconds / 3600),
+                  static_cast<long long>(seconds % 3600 / 60));
+  }
+  return text;
+}
+
 // --- submit ---------------------------------------------------------------------------
 
 struct SubmitFlags {
@@ -173,6 +194,87 @@ int list(const Server& server, const std::vector<std::string>& states) {
     request.set_page_token(response.next_page_token());
   } while (!request.page_token().empty());
   return 0;
+}
+
+// --- top ------------------------------------------------------------------------------
+
+struct TopFlags {
+  double interval = 1;
+  bool once = false;
+};
+
+// Every job the caller may see (ListJobs, all pages), newest first.
+grpc::Status list_all(v1::JobService::Stub& stub, std::vector<v1::Job>& jobs) {
+  v1::ListJobsRequest request;
+  do {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ListJobsResponse response;
+    if (auto status = stub.ListJobs(&context, request, &response); !status.ok()) return status;
+    jobs.insert(jobs.end(), response.jobs().begin(), response.jobs().end());
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return grpc::Status::OK;
+}
+
+// One screen: a header with the counts by state, then a line per job, cut to `width`.
+std::string top_frame(const std::string& server, const std::vector<v1::Job>& jobs, std::size_t width) {
+  const auto now = std::chrono::system_clock::now();
+  const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  std::map<std::string, int> by_state;
+  for (const auto& job : jobs) ++by_state[state_name(job.state())];
+  std::ostringstream frame;
+  const std::time_t clock = std::chrono::system_clock::to_time_t(now);
+  frame << "fabricd top   " << server << "   " << jobs.size() << (jobs.size() == 1 ? " job" : " jobs");
+  const char* separator = ": ";
+  for (const auto& [state, count] : by_state) {
+    frame << separator << count << " " << state;
+    separator = ", ";
+  }
+  frame << "   " << std::put_time(std::gmtime(&clock), "%H:%M:%S UTC") << "\n\n";
+  std::ostringstream header;
+  header << std::left << std::setw(28) << "JOB ID" << std::setw(12) << "OWNER" << std::setw(12) << "STATE"
+         << std::setw(9) << "RESTARTS" << std::setw(7) << "RANKS" << std::setw(9) << "UPTIME" << std::setw(24)
+         << "NODES" << "MESSAGE";
+  std::vector<std::string> lines = {header.str()};
+  for (const auto& job : jobs) {
+    const std::int64_t start = job.start_time().seconds(), end = job.end_time().seconds();
+    const std::int64_t uptime = start == 0 ? -1 : (end != 0 ? end : now_s) - start;
+    const int ranks = job.nodes_size() * job.spec().nproc_per_node();
+    std::ostringstream line;
+    line << std::left << std::setw(28) << job.job_id() << std::setw(12) << (job.owner().empty() ? "-" : job.owner())
+         << std::setw(12) << state_name(job.state()) << std::setw(9) << job.restart_count() << std::setw(7)
+         << (ranks > 0 ? std::to_string(ranks) : "-") << std::setw(9) << format_elapsed(uptime) << std::setw(24)
+         << nodes_of(job) << job.message();
+    lines.push_back(line.str());
+  }
+  for (auto& line : lines) {
+    if (width > 0 && line.size() > width) line.resize(width);
+    frame << line << "\n";
+  }
+  return frame.str();
+}
+
+// Redraws the jobs every interval: the screen is cleared first when stdout is a terminal,
+// frames follow one another otherwise (a pipe, a log). Ends with Ctrl-C, or after one frame
+// with --once. A server that goes away is said on the screen and tried again.
+int top(const Server& server, const TopFlags& flags) {
+  auto stub = connect(server);
+  const bool terminal = ::isatty(STDOUT_FILENO);
+  for (;;) {
+    std::size_t width = 0;
+    winsize size{};
+    if (terminal && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0) width = size.ws_col;
+    std::vector<v1::Job> jobs;
+    const grpc::Status status = list_all(*stub, jobs);
+    if (!status.ok() && flags.once) return rpc_failed(server, status);
+    std::string frame = status.ok() ? top_frame(server.address, jobs, width)
+                                    : "fabricd top   " + server.address + "   unreachable: " +
+                                          code_name(status.error_code()) + " " + status.error_message() + "\n";
+    std::cout << (terminal ? "\033[H\033[2J" : "") << frame << (terminal ? "" : "\n") << std::flush;
+    if (flags.once) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long long>(flags.interval * 1000)));
+  }
 }
 
 int status(const Server& server, const std::string& job_id, bool json) {
@@ -350,6 +452,18 @@ std::vector<Registered> add_client_commands(CLI::App& app) {
   cancel_command->add_option("--grace-period", *grace, "seconds between SIGTERM and SIGKILL (default: the job's)");
   commands.emplace_back(cancel_command, [server, job_id, reason, grace](const std::vector<std::string>&) {
     return cancel(*server, *job_id, *reason, *grace);
+  });
+
+  auto* top_command = app.add_subcommand("top", "Show every job you may see, with its state, restarts, ranks, "
+                                                "uptime and nodes, refreshed live");
+  add_server(top_command);
+  auto top_flags = std::make_shared<TopFlags>();
+  top_command->add_option("--interval", top_flags->interval, "seconds between refreshes")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  top_command->add_flag("--once", top_flags->once, "print one screen and exit (for scripts)");
+  commands.emplace_back(top_command, [server, top_flags](const std::vector<std::string>&) {
+    return top(*server, *top_flags);
   });
   return commands;
 }
