@@ -2,9 +2,10 @@
 // Gloo, CPU), world size 2, on the same models and batches: a small MLP and a ~25M-parameter
 // one, as training steps per second; and all-reduce bus bandwidth (algbw * 2(n-1)/n) for
 // 1-64 MB through Fabric's collective against torch.distributed.all_reduce on Gloo. One JSON
-// line per case, ratio = ours / theirs, higher is better. Each side runs its processes
-// alone (never both at once), one thread per process.
-//   bench/run ddp            (the same binary is the worker when RANK is set)
+// line per case, ratio = ours / theirs, higher is better: the median of alternating rounds
+// (--rounds, 5) with its min-max spread. Each side runs its processes alone (never both at
+// once), one thread per process.
+//   bench/run ddp [--rounds N]   (the same binary is the worker when FABRIC_BENCH_WORKER is set)
 #include <torch/torch.h>
 
 #include <chrono>
@@ -89,11 +90,10 @@ std::string theirs(const std::string& args) {
              FABRIC_SOURCE_DIR + "/bench/ddp_reference.py " + args + " 2>/dev/null");
 }
 
-void print(const std::string& case_name, const char* metric, double ours_value, double theirs_value,
+void print(const std::string& case_name, const bench::Comparison& comparison, const char* metric,
            const char* baseline) {
-  std::printf("{\"bench\": \"ddp\", \"case\": \"%s\", \"metric\": \"%s\", \"ours\": %.2f, \"baseline\": \"%s\", "
-              "\"theirs\": %.2f, \"ratio\": %.3f, \"better\": \"higher\"}\n",
-              case_name.c_str(), metric, ours_value, baseline, theirs_value, ours_value / theirs_value);
+  std::printf("{\"bench\": \"ddp\", \"case\": \"%s\", %s}\n", case_name.c_str(),
+              comparison.json(metric, baseline, "higher", "%.2f").c_str());
   std::fflush(stdout);
 }
 
@@ -102,20 +102,27 @@ void print(const std::string& case_name, const char* metric, double ours_value, 
 int main(int argc, char** argv) {
   if (std::getenv("FABRIC_BENCH_WORKER")) return worker(argc, argv);
   const std::string self = argv[0];
+  int rounds = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::string(argv[i]) == "--rounds") rounds = std::stoi(argv[i + 1]);
+  }
   for (const auto& [size, steps] : {std::pair<std::string, int>{"small", 300}, {"large", 15}}) {
     const std::string args = "train " + size + " " + std::to_string(steps);
-    const double mine = json_number(ours(self, args), "steps_per_s");
-    const double pytorch = json_number(theirs(args), "steps_per_s");
-    print("mlp-" + std::string(size == "small" ? "small" : "25m") + "-ws2", "steps_per_s", mine, pytorch,
+    const auto comparison = bench::alternate(
+        rounds, [&] { return json_number(ours(self, args), "steps_per_s"); },
+        [&] { return json_number(theirs(args), "steps_per_s"); });
+    print("mlp-" + std::string(size == "small" ? "small" : "25m") + "-ws2", comparison, "steps_per_s",
           "pytorch-ddp-torchrun-gloo");
   }
   for (int megabytes : {1, 4, 16, 64}) {
     const std::string args = "allreduce " + std::to_string(megabytes) + " " + std::to_string(megabytes >= 16 ? 10 : 40);
-    const double mine = json_number(ours(self, args), "seconds_per_op");
-    const double pytorch = json_number(theirs(args), "seconds_per_op");
     const double bytes = megabytes * 1024.0 * 1024.0, bus_factor = 2.0 * (2 - 1) / 2;  // 2(n-1)/n, n = 2
-    print("allreduce-" + std::to_string(megabytes) + "mb-ws2", "bus_gb_per_s", bytes / mine * bus_factor / 1e9,
-          bytes / pytorch * bus_factor / 1e9, "torch.distributed-gloo");
+    const auto bus_gb_per_s = [&](const std::string& json) {
+      return bytes / json_number(json, "seconds_per_op") * bus_factor / 1e9;
+    };
+    const auto comparison = bench::alternate(
+        rounds, [&] { return bus_gb_per_s(ours(self, args)); }, [&] { return bus_gb_per_s(theirs(args)); });
+    print("allreduce-" + std::to_string(megabytes) + "mb-ws2", comparison, "bus_gb_per_s", "torch.distributed-gloo");
   }
   return 0;
 }

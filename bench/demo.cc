@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
 struct Cost {
@@ -42,23 +44,10 @@ Cost run(const std::string& command) {
           children_cpu_seconds() - cpu_before};
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
-void report(const char* metric, const std::vector<double>& ours, const std::vector<double>& theirs,
-            const std::string& baseline, const std::string& what) {
-  std::vector<double> ratios;
-  for (std::size_t i = 0; i < ours.size(); ++i) ratios.push_back(ours[i] / theirs[i]);
-  std::printf(
-      "{\"bench\": \"demo\", \"case\": \"%s\", \"metric\": \"%s\", \"ours\": %.3f, \"baseline\": \"%s\", "
-      "\"theirs\": %.3f, \"ratio\": %.3f, \"ratio_min\": %.3f, \"ratio_max\": %.3f, \"rounds\": %zu, "
-      "\"better\": \"lower\"}\n",
-      what.c_str(), metric, median(ours), baseline.c_str(), median(theirs), median(ratios),
-      *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()),
-      ratios.size());
+void report(const char* metric, const bench::Comparison& comparison, const std::string& baseline,
+            const std::string& what) {
+  std::printf("{\"bench\": \"demo\", \"case\": \"%s\", %s}\n", what.c_str(),
+              comparison.json(metric, baseline, "lower").c_str());
   std::fflush(stdout);
 }
 
@@ -79,19 +68,23 @@ int main(int argc, char** argv) {
                           " > /dev/null 2>&1";
   const std::string as_user = "env -u OMP_NUM_THREADS " + job;
   const std::string one_pool_per_core = "env OMP_NUM_THREADS=" + std::to_string(cpus) + " " + job;
-  std::vector<double> wall[2], cpu[2];  // [0]: as the user runs it, [1]: one thread per core per rank
-  for (int round = 0; round < rounds; ++round) {
-    for (int side : round % 2 == 0 ? std::vector{0, 1} : std::vector{1, 0}) {
-      const Cost cost = run(side == 0 ? as_user : one_pool_per_core);
-      wall[side].push_back(cost.wall_s);
-      cpu[side].push_back(cost.cpu_s);
-    }
+  // Both metrics from the same runs: one alternation, read twice.
+  std::vector<Cost> as_user_costs, baseline_costs;
+  bench::alternate(
+      rounds, [&] { as_user_costs.push_back(run(as_user)); return 0.0; },
+      [&] { baseline_costs.push_back(run(one_pool_per_core)); return 0.0; });
+  bench::Comparison wall, cpu;
+  for (std::size_t i = 0; i < as_user_costs.size(); ++i) {
+    wall.ours.push_back(as_user_costs[i].wall_s);
+    wall.theirs.push_back(baseline_costs[i].wall_s);
+    cpu.ours.push_back(as_user_costs[i].cpu_s);
+    cpu.theirs.push_back(baseline_costs[i].cpu_s);
   }
   const std::string what = "fabricd run --nproc-per-node " + std::to_string(nproc) + " digits, " +
                            std::to_string(epochs) + " epochs, " + std::to_string(cpus) + " CPUs";
   const std::string baseline = "OMP_NUM_THREADS=" + std::to_string(cpus) + " in every rank";
-  report("wall_s", wall[0], wall[1], baseline, what);
-  report("cpu_s", cpu[0], cpu[1], baseline, what);
+  report("wall_s", wall, baseline, what);
+  report("cpu_s", cpu, baseline, what);
   std::system(("rm -rf " + logs).c_str());
   return 0;
 }

@@ -3,12 +3,14 @@
 // run, alternating round by round.
 //   time_to_first_barrier  launcher started -> every one of N ranks past its first barrier
 //   crash_to_barrier       a rank SIGKILLs itself -> the restarted group past its barrier
-// Prints one JSON line per (case, N); ratio = fabricd / torchrun (lower is better).
+// Prints one JSON line per (case, N); ratio = fabricd / torchrun (lower is better), the median of
+// the alternating rounds (--rounds, 3) with its min-max spread.
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -74,11 +76,6 @@ double measure(const Launcher& launcher, int nproc, bool crash, const std::strin
   return static_cast<double>(last - (crash ? events.crash : start));
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? -1 : values[values.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,25 +94,19 @@ int main(int argc, char** argv) {
   const std::string out = "/tmp/bench-launch-" + std::to_string(::getpid());
   for (const bool crash : {false, true}) {
     for (const int nproc : sizes) {
-      std::vector<double> ours, theirs;
-      for (int round = 0; round < rounds; ++round) {
-        // Alternate who goes first, so a machine that speeds up or slows down favours neither.
-        const bool fabricd_first = round % 2 == 0;
-        for (const Launcher* launcher : fabricd_first ? std::vector{&fabricd, &torchrun} : std::vector{&torchrun, &fabricd}) {
-          const double ms = measure(*launcher, nproc, crash, out);
-          if (ms < 0) {
-            std::cerr << "launch: " << launcher->name << " with " << nproc << " ranks did not complete"
-                      << (crash ? " the restart" : "") << std::endl;
-            return 1;
-          }
-          (launcher == &fabricd ? ours : theirs).push_back(ms);
+      const auto timed = [&](const Launcher& launcher) {
+        const double ms = measure(launcher, nproc, crash, out);
+        if (ms < 0) {
+          std::cerr << "launch: " << launcher.name << " with " << nproc << " ranks did not complete"
+                    << (crash ? " the restart" : "") << std::endl;
+          std::exit(1);
         }
-      }
-      const double a = median(ours), b = median(theirs);
-      std::printf(
-          "{\"bench\": \"launch\", \"case\": \"%s-n%d\", \"metric\": \"ms\", \"ours\": %.0f, \"baseline\": "
-          "\"torchrun-standalone\", \"theirs\": %.0f, \"ratio\": %.3f, \"better\": \"lower\"}\n",
-          crash ? "crash_to_barrier" : "time_to_first_barrier", nproc, a, b, a / b);
+        return ms;
+      };
+      const auto comparison = bench::alternate(rounds, [&] { return timed(fabricd); }, [&] { return timed(torchrun); });
+      std::printf("{\"bench\": \"launch\", \"case\": \"%s-n%d\", %s}\n",
+                  crash ? "crash_to_barrier" : "time_to_first_barrier", nproc,
+                  comparison.json("ms", "torchrun-standalone", "lower", "%.0f").c_str());
       std::fflush(stdout);
     }
   }
