@@ -182,20 +182,19 @@ std::string MetricsRegistry::render() {
   for (const auto& [name, family] : families_) {
     text += "# HELP " + name + " " + escape(family.help, false) + "\n";
     text += "# TYPE " + name + " " + family.type + "\n";
-    // Counters and gauges are both one number per label set.
-    const auto write_samples = [&](const std::map<LabelValues, double>& values) {
-      for (const auto& [labels, value] : values) {
-        check_arity(family.labels, labels, name);
-        text += name + label_set(family.labels, labels) + " " + format_value(value) + "\n";
-      }
-    };
     if (family.counter) {
       std::lock_guard values(family.counter->mutex_);
       if (family.counter->values_.empty() && family.labels.empty()) text += name + " 0\n";
-      write_samples(family.counter->values_);
+      for (const auto& [labels, value] : family.counter->values_) {
+        check_arity(family.labels, labels, name);
+        text += name + label_set(family.labels, labels) + " " + format_value(value) + "\n";
+      }
     } else if (family.gauge) {
       std::lock_guard values(family.gauge->mutex_);
-      write_samples(family.gauge->values_);
+      for (const auto& [labels, value] : family.gauge->values_) {
+        check_arity(family.labels, labels, name);
+        text += name + label_set(family.labels, labels) + " " + format_value(value) + "\n";
+      }
     } else if (family.histogram) {
       const HistogramFamily& histogram = *family.histogram;
       std::lock_guard values(histogram.mutex_);

@@ -19,15 +19,26 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.parse
 import urllib.request
 
-from polling import wait_for  # tests/e2e/polling.py, next to this file
-
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FABRICD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else REPO / "build/release/launcher/cli/fabricd")
 DIGITS = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else REPO / "build/release/examples/digits")
+
+
+def wait_for(condition, timeout, what):
+    """condition()'s first truthy value, polled every 0.2 s; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
 
 
 def free_port():
