@@ -62,8 +62,9 @@ std::optional<HealthVerdict> HealthWatch::find_rendezvous_timeout(TimePoint now,
 }
 
 milliseconds HealthWatch::heartbeat_interval() const {
-  if (heartbeat_timeout_.count() == 0) return milliseconds(30000);
-  return std::clamp(heartbeat_timeout_ / 4, milliseconds(50), milliseconds(30000));
+  // Never slower than 2 s: heartbeats also carry the progress a status page shows.
+  if (heartbeat_timeout_.count() == 0) return milliseconds(2000);
+  return std::clamp(heartbeat_timeout_ / 4, milliseconds(50), milliseconds(2000));
 }
 
 }  // namespace fabric::launcher

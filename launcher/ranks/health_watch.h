@@ -48,8 +48,8 @@ class HealthWatch {
                                                        const std::map<std::int32_t, TimePoint>& joined) const;
 
   // How often a rank should heartbeat so that a rank frozen whole is seen at most a quarter
-  // of the timeout late; once in 30 s when nothing is timed (heartbeats then only show
-  // progress).
+  // of the timeout late, and at least every 2 s, since heartbeats also carry the progress
+  // (steps, rates, logged loss) that the status page and `fabricd top` show.
   std::chrono::milliseconds heartbeat_interval() const;
 
  private:

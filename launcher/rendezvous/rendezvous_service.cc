@@ -696,6 +696,14 @@ grpc::Status RendezvousServiceImpl::Heartbeat(grpc::ServerContext* server_contex
   for (int i = first; i < request->arrivals_size(); ++i) {
     beat.arrivals.push_back({.step = request->arrivals(i).step(), .unix_nanos = request->arrivals(i).unix_nanos()});
   }
+  beat.steps_per_second = request->steps_per_second();
+  beat.samples_per_second = request->samples_per_second();
+  beat.samples = request->samples();
+  constexpr std::size_t kMaxMetrics = 16, kMaxMetricName = 64;  // what a rank sends; more is not kept
+  for (const auto& [name, value] : request->metrics()) {
+    if (beat.metrics.size() == kMaxMetrics) break;
+    beat.metrics.emplace(name.substr(0, kMaxMetricName), value);
+  }
   a.job->heartbeats[request->context().rank()] = std::move(beat);
 
   const auto interval = a.job->options.heartbeat_interval;

@@ -74,6 +74,11 @@ struct RankHeartbeat {
     std::int64_t unix_nanos = 0;
   };
   std::vector<Arrival> arrivals;
+  // The rank's own rates and counts, and its latest logged scalars (at most 16).
+  double steps_per_second = 0;
+  double samples_per_second = 0;
+  std::int64_t samples = 0;
+  std::map<std::string, double> metrics;
 };
 
 class RendezvousServiceImpl final : public fabric::v1::RendezvousService::Service {

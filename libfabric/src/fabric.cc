@@ -149,6 +149,8 @@ void Fabric::log(const std::string& name, const MetricValue& value, std::optiona
 void Fabric::log_dict(const std::map<std::string, MetricValue>& metrics, std::optional<std::int64_t> step) {
   std::map<std::string, double> scalars;
   for (const auto& [name, value] : metrics) scalars[name] = value.to_double(name);  // validates on every rank
+  // Every rank's latest values go to its launcher (the status page plots rank 0's).
+  if (auto* launcher = strategy_->launcher()) launcher->metrics(scalars);
   if (!is_global_zero()) return;
   for (const auto& logger : loggers_) logger->log_metrics(scalars, step);
 }

@@ -17,8 +17,11 @@ void guard_backward(const torch::Tensor& tensor) {
   });
 }
 
-void report_progress(const Strategy& strategy, const char* phase) noexcept {
-  if (auto* launcher = strategy.launcher()) launcher->progress(phase);
+void report_progress(const Strategy& strategy, const char* phase, std::int64_t samples) noexcept {
+  auto* launcher = strategy.launcher();
+  if (launcher == nullptr) return;
+  launcher->progress(phase);
+  if (samples > 0) launcher->samples(samples);
 }
 
 }  // namespace detail

@@ -80,6 +80,29 @@ std::optional<std::int64_t> ProgressReporter::steps() const noexcept {
   return steps < 0 ? std::nullopt : std::optional(steps);
 }
 
+void ProgressReporter::samples(std::int64_t count) noexcept {
+  samples_.fetch_add(count, std::memory_order_relaxed);
+}
+
+void ProgressReporter::metrics(const std::map<std::string, double>& scalars) {
+  std::lock_guard lock(metrics_mutex_);
+  for (const auto& [name, value] : scalars) {
+    std::string key = name.substr(0, kMetricNameBytes);
+    if (metrics_.size() >= kMetricNames && !metrics_.contains(key)) continue;
+    metrics_[std::move(key)] = value;
+  }
+}
+
+ProgressReporter::Rates ProgressReporter::rates(const std::vector<Reading>& readings) {
+  if (readings.size() < 2) return {};
+  const Reading& first = readings.front();
+  const Reading& last = readings.back();
+  const double seconds = std::chrono::duration<double>(last.time - first.time).count();
+  if (seconds <= 0) return {};
+  return {.steps_per_second = static_cast<double>(last.steps - first.steps) / seconds,
+          .samples_per_second = static_cast<double>(last.samples - first.samples) / seconds};
+}
+
 ProgressReporter::Busy::Busy(ProgressReporter* reporter, const char* phase) : reporter_(reporter) {
   reporter_->progress(phase);
   reporter_->busy_.fetch_add(1, std::memory_order_relaxed);
@@ -114,9 +137,23 @@ void ProgressReporter::send() {
         busy_.load(std::memory_order_relaxed) > 0
             ? std::chrono::milliseconds(0)
             : std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - last_progress);
-    const HeartbeatReply reply =
-        client_->heartbeat(steps(), std::nullopt, phase_.load(std::memory_order_relaxed), since_progress,
-                           recent_arrivals());
+    Heartbeat beat{.step = steps(),
+                   .phase = phase_.load(std::memory_order_relaxed),
+                   .since_progress = since_progress,
+                   .arrivals = recent_arrivals(),
+                   .samples = samples_.load(std::memory_order_relaxed)};
+    // The window keeps one reading older than kRateWindow, so the rate spans the whole of it.
+    const steady_clock::time_point now = steady_clock::now();
+    readings_.push_back({.time = now, .steps = beat.step.value_or(0), .samples = beat.samples});
+    while (readings_.size() > 2 && now - readings_[1].time >= kRateWindow) readings_.erase(readings_.begin());
+    const Rates measured = rates(readings_);
+    beat.steps_per_second = measured.steps_per_second;
+    beat.samples_per_second = measured.samples_per_second;
+    {
+      std::lock_guard lock(metrics_mutex_);
+      beat.metrics = metrics_;
+    }
+    const HeartbeatReply reply = client_->heartbeat(beat);
     sent_.fetch_add(1, std::memory_order_relaxed);
     if (reply.stop_requested && !stop_requested_.exchange(true)) {
       std::cerr << "fabricd asks this rank to stop: " << reply.stop_reason << std::endl;

@@ -230,19 +230,21 @@ void RendezvousClient::barrier(const std::string& name, std::int64_t sequence, s
                                                        Impl::blocking_deadline(timeout));
 }
 
-HeartbeatReply RendezvousClient::heartbeat(std::optional<std::int64_t> step, std::optional<std::int64_t> epoch,
-                                           const std::string& phase, milliseconds since_progress,
-                                           const std::vector<StepArrival>& arrivals) {
+HeartbeatReply RendezvousClient::heartbeat(const Heartbeat& beat) {
   auto request = impl_->request<v1::RankHeartbeatRequest>();
-  if (step) request.set_step(*step);
-  if (epoch) request.set_epoch(*epoch);
-  request.set_phase(phase);
-  set_duration(request.mutable_since_progress(), since_progress);
-  for (const StepArrival& arrival : arrivals) {
+  if (beat.step) request.set_step(*beat.step);
+  if (beat.epoch) request.set_epoch(*beat.epoch);
+  request.set_phase(beat.phase);
+  set_duration(request.mutable_since_progress(), beat.since_progress);
+  for (const StepArrival& arrival : beat.arrivals) {
     v1::StepArrival& sent = *request.add_arrivals();
     sent.set_step(arrival.step);
     sent.set_unix_nanos(arrival.unix_nanos);
   }
+  request.set_steps_per_second(beat.steps_per_second);
+  request.set_samples_per_second(beat.samples_per_second);
+  request.set_samples(beat.samples);
+  request.mutable_metrics()->insert(beat.metrics.begin(), beat.metrics.end());
   const auto response = impl_->call<v1::RankHeartbeatRequest, v1::RankHeartbeatResponse>(
       "Heartbeat", &v1::RendezvousService::Stub::Heartbeat, request, kHeartbeatCall);
   const auto& interval = response.interval();

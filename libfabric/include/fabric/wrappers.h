@@ -8,8 +8,10 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <typeinfo>
 #include <utility>
 #include <vector>
@@ -27,7 +29,22 @@ void guard_backward(const torch::Tensor& tensor);
 
 // Tells the strategy's launcher (fabricd's heartbeats) that the training loop is moving;
 // does nothing without one. Cheap enough for every forward.
-void report_progress(const Strategy& strategy, const char* phase) noexcept;
+// samples: how many a training forward took, for the launcher's samples per second.
+void report_progress(const Strategy& strategy, const char* phase, std::int64_t samples = 0) noexcept;
+
+// The batch size of a forward's arguments, as throughput meters guess it: the first
+// dimension of the first tensor argument; 0 when no argument is a tensor with a dimension.
+template <typename... Args>
+std::int64_t leading_batch_size(const Args&... args) {
+  std::int64_t size = 0;
+  const auto take = [&size](const auto& arg) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(arg)>, torch::Tensor>) {
+      if (size == 0 && arg.defined() && arg.dim() > 0) size = arg.size(0);
+    }
+  };
+  (take(args), ...);
+  return size;
+}
 
 template <typename Arg>
 decltype(auto) cast_input(Arg&& arg, std::optional<torch::ScalarType> dtype) {
@@ -55,7 +72,11 @@ class FabricModule {
 
   template <typename... Args>
   auto forward(Args&&... args) {
-    detail::report_progress(*strategy_, module_->is_training() ? "train" : "evaluate");
+    if (module_->is_training()) {
+      detail::report_progress(*strategy_, "train", detail::leading_batch_size(args...));
+    } else {
+      detail::report_progress(*strategy_, "evaluate");
+    }
     Precision& precision = strategy_->precision();
     const auto input_dtype = precision.input_dtype();
     strategy_->before_forward(*module_);

@@ -34,6 +34,8 @@ class LauncherLink final : public LauncherServices {
   void progress(const char* phase) noexcept override { progress_.progress(phase); }
   void step() noexcept override { progress_.step(); }
   void synchronizing() noexcept override { progress_.synchronizing(); }
+  void samples(std::int64_t count) noexcept override { progress_.samples(count); }
+  void metrics(const std::map<std::string, double>& scalars) override { progress_.metrics(scalars); }
   worker::ProgressReporter::Busy busy(const char* phase) override { return progress_.busy(phase); }
 
  private:

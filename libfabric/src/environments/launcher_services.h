@@ -10,6 +10,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -33,6 +34,10 @@ class LauncherServices {
   // The rank reached the step's gradient synchronization (backward()): straggler detection
   // compares when each rank gets there.
   virtual void synchronizing() noexcept = 0;
+  // `count` samples went through a training forward, for the job's samples per second.
+  virtual void samples(std::int64_t count) noexcept = 0;
+  // The scalars the rank just logged (fabric.log): the launcher shows the latest of each.
+  virtual void metrics(const std::map<std::string, double>& scalars) = 0;
   // While the returned guard lives the rank waits on its peers (backward, a collective,
   // checkpoint I/O): heartbeats go on, and the wait is not taken for a hang.
   virtual worker::ProgressReporter::Busy busy(const char* phase) = 0;

@@ -68,8 +68,10 @@ void train_step(fabric::Fabric& fabric, Model& model, fabric::FabricOptimizer& o
   optimizer.zero_grad();
   auto local_x = x.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
   auto local_y = y.narrow(0, rank * ddp_reference::kRowsPerRank, ddp_reference::kRowsPerRank);
-  fabric.backward(torch::nn::functional::cross_entropy(model(local_x), local_y));
+  const torch::Tensor loss = torch::nn::functional::cross_entropy(model(local_x), local_y);
+  fabric.backward(loss);
   optimizer.step();
+  fabric.log("loss", loss.detach());  // what fabricd's status page plots
 }
 
 int main(int argc, char** argv) {
@@ -121,10 +123,12 @@ int main(int argc, char** argv) {
       std::cout << "generation " << generation() << " done" << std::endl;
     } else if (scenario == "straggler") {
       // straggler RANK STEPS MS: RANK sleeps MS before each of STEPS steps, and the others
-      // wait for it in backward; with RANK -1 every rank sleeps as long (nobody lags).
+      // wait for it in backward; with RANK -1 every rank sleeps as long (nobody lags). Runs
+      // on as many nodes as the launcher placed it on (GROUP_WORLD_SIZE).
       const int slow_rank = std::stoi(argv[2]), steps = std::stoi(argv[3]);
       const auto pause = std::chrono::milliseconds(std::stoi(argv[4]));
-      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
+      const char* nodes = std::getenv("GROUP_WORLD_SIZE");
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .num_nodes = nodes ? std::atoi(nodes) : 1});
       fabric.launch();
       auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
         return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1));

@@ -164,6 +164,50 @@ TEST_F(RendezvousClientTest, BusyPhaseKeepsHeartbeatsGoingWithoutProgress) {
   }
 }
 
+TEST_F(RendezvousClientTest, HeartbeatsCarryTheSamplesAndTheLatestLoggedScalars) {
+  ProgressReporter reporter(client(0));
+  reporter.samples(32);
+  reporter.samples(32);
+  reporter.metrics({{"loss", 2.5}, {"accuracy", 0.25}});
+  reporter.metrics({{"loss", 1.5}});  // the latest value of each name
+  reporter.step();
+  ASSERT_TRUE(eventually([&] {
+    const auto reported = server.reported(0);
+    return reported && reported->samples == 64 && reported->metrics.size() == 2;
+  }));
+  const auto reported = server.reported(0);
+  EXPECT_EQ(reported->metrics.at("loss"), 1.5);
+  EXPECT_EQ(reported->metrics.at("accuracy"), 0.25);
+}
+
+TEST_F(RendezvousClientTest, KeepsAtMostSixteenMetricNamesOfBoundedLength) {
+  ProgressReporter reporter(client(0));
+  std::map<std::string, double> many;
+  for (int i = 0; i < 40; ++i) many["metric_" + std::to_string(100 + i)] = i;
+  many[std::string(200, 'x')] = 1;
+  reporter.metrics(many);
+  reporter.step();
+  ASSERT_TRUE(eventually([&] { return server.reported(0).has_value(); }));
+  const auto reported = server.reported(0);
+  EXPECT_EQ(reported->metrics.size(), ProgressReporter::kMetricNames);
+  for (const auto& [name, value] : reported->metrics) EXPECT_LE(name.size(), ProgressReporter::kMetricNameBytes);
+}
+
+TEST(ProgressRates, AreTheChangeBetweenTheFirstAndLastReadingPerSecond) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start{};
+  EXPECT_EQ(ProgressReporter::rates({}).steps_per_second, 0);
+  EXPECT_EQ(ProgressReporter::rates({{.time = start, .steps = 3, .samples = 96}}).steps_per_second, 0)
+      << "one reading has no rate";
+  const auto rates = ProgressReporter::rates({{.time = start, .steps = 10, .samples = 320},
+                                              {.time = start + std::chrono::seconds(1), .steps = 14, .samples = 448},
+                                              {.time = start + std::chrono::seconds(4), .steps = 30, .samples = 960}});
+  EXPECT_DOUBLE_EQ(rates.steps_per_second, 5.0);     // (30 - 10) / 4 s
+  EXPECT_DOUBLE_EQ(rates.samples_per_second, 160.0);  // (960 - 320) / 4 s
+  EXPECT_EQ(ProgressReporter::rates({{.time = start, .steps = 1}, {.time = start, .steps = 2}}).steps_per_second, 0)
+      << "no time passed: no rate rather than infinity";
+}
+
 TEST(ErrorReport, DescribesTheExceptionsTypeMessageAndStep) {
   std::exception_ptr error;
   try {

@@ -44,4 +44,13 @@ long long TestRendezvousServer::ms_since_progress(int rank) const {
       .count();
 }
 
+std::optional<TestRendezvousServer::Reported> TestRendezvousServer::reported(int rank) const {
+  const auto beat = impl_->service.last_heartbeat(impl_->job_id, rank);
+  if (!beat) return std::nullopt;
+  return Reported{.samples = beat->samples,
+                  .steps_per_second = beat->steps_per_second,
+                  .samples_per_second = beat->samples_per_second,
+                  .metrics = beat->metrics};
+}
+
 }  // namespace fabric::testing

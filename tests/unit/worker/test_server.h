@@ -2,7 +2,10 @@
 // that tests which include LibTorch (GrpcStore's) can start one too.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace fabric::testing {
@@ -21,6 +24,14 @@ class TestRendezvousServer {
   void begin_generation(int generation);
   // How long ago, in ms, fabricd would say `rank` last made progress; -1 without heartbeats.
   long long ms_since_progress(int rank) const;
+  // What `rank`'s last heartbeat said of its throughput and logged scalars.
+  struct Reported {
+    std::int64_t samples = 0;
+    double steps_per_second = 0;
+    double samples_per_second = 0;
+    std::map<std::string, double> metrics;
+  };
+  std::optional<Reported> reported(int rank) const;
 
  private:
   struct Impl;

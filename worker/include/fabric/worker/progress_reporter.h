@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,6 +55,28 @@ class ProgressReporter {
   static constexpr std::size_t kArrivals = 32;
   // The number of steps so far; nullopt before the first.
   std::optional<std::int64_t> steps() const noexcept;
+  // `count` more samples went through a training forward (a relaxed atomic add).
+  void samples(std::int64_t count) noexcept;
+  // The latest logged scalars (fabric.log); sent with every heartbeat. Takes a lock: logging
+  // is at most once a step. Beyond kMetricNames names, new ones are dropped; names are cut
+  // to kMetricNameBytes.
+  void metrics(const std::map<std::string, double>& scalars);
+  static constexpr std::size_t kMetricNames = 16;
+  static constexpr std::size_t kMetricNameBytes = 64;
+
+  // Steps and samples per second over the last kRateWindow of (steady time, steps, samples)
+  // readings, which the heartbeat thread takes at each heartbeat. Pure, for tests.
+  struct Reading {
+    std::chrono::steady_clock::time_point time;
+    std::int64_t steps = 0;
+    std::int64_t samples = 0;
+  };
+  struct Rates {
+    double steps_per_second = 0;
+    double samples_per_second = 0;
+  };
+  static constexpr std::chrono::seconds kRateWindow{10};
+  static Rates rates(const std::vector<Reading>& readings);
 
   // While a Busy lives, heartbeats go on without progress.
   class Busy {
@@ -88,6 +111,11 @@ class ProgressReporter {
   std::atomic<bool> started_{false};  // the first heartbeat was sent
   std::atomic<bool> stop_requested_{false};
   std::atomic<std::int64_t> sent_{0};
+  std::atomic<std::int64_t> samples_{0};
+
+  std::mutex metrics_mutex_;
+  std::map<std::string, double> metrics_;  // guarded by metrics_mutex_
+  std::vector<Reading> readings_;          // the heartbeat thread's, within kRateWindow
 
   // A ring of the latest arrivals, written by the training thread alone and read by the
   // heartbeat thread: each slot is a seqlock (an odd sequence while it is being written).

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -68,6 +69,21 @@ struct StepArrival {
   std::int64_t unix_nanos = 0;  // CLOCK_REALTIME
 };
 
+// What a rank says in a heartbeat (rendezvous.proto's RankHeartbeatRequest).
+struct Heartbeat {
+  std::optional<std::int64_t> step;
+  std::optional<std::int64_t> epoch;
+  std::string phase;
+  // How long ago the rank last made progress (zero while it waits on peers).
+  std::chrono::milliseconds since_progress{0};
+  // Its latest steps' arrivals at the gradient synchronization, oldest first.
+  std::vector<StepArrival> arrivals;
+  double steps_per_second = 0;
+  double samples_per_second = 0;
+  std::int64_t samples = 0;
+  std::map<std::string, double> metrics;  // the latest fabric.log scalars
+};
+
 struct HeartbeatReply {
   std::chrono::milliseconds interval;  // send the next one within this
   bool stop_requested = false;         // fabricd asks the rank to finish cleanly
@@ -110,12 +126,7 @@ class RendezvousClient {
   void barrier(const std::string& name, std::int64_t sequence, std::int32_t world_size = 0,
                Timeout timeout = std::nullopt);
 
-  // since_progress: how long ago the rank last made progress (zero while it waits on peers);
-  // arrivals: its latest steps' arrivals at the gradient synchronization, oldest first.
-  HeartbeatReply heartbeat(std::optional<std::int64_t> step, std::optional<std::int64_t> epoch,
-                           const std::string& phase,
-                           std::chrono::milliseconds since_progress = std::chrono::milliseconds(0),
-                           const std::vector<StepArrival>& arrivals = {});
+  HeartbeatReply heartbeat(const Heartbeat& beat);
   // Bounded by `deadline`: it is sent while the process is going down.
   void report_error(const ErrorReport& error, std::chrono::milliseconds deadline = std::chrono::seconds(2));
 
