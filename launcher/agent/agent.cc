@@ -18,6 +18,7 @@
 #include "fabric/v1/agent.grpc.pb.h"
 #include "jobs/job_spec.h"
 #include "ranks/health_watch.h"
+#include "ranks/job_progress.h"
 #include "ranks/output_router.h"
 #include "ranks/ports.h"
 #include "ranks/rank_environment.h"
@@ -518,6 +519,20 @@ struct Agent::Impl {
     }
   }
 
+  // The latest heartbeat of each rank, for the coordinator's view of the job's progress.
+  void add_reports(v1::RunningRanks& running, const std::map<std::int32_t, RankHeartbeat>& heartbeats) const {
+    const auto now = Clock::now();
+    for (const auto& [rank, heartbeat] : heartbeats) {
+      v1::RankReport& report = *running.add_reports();
+      *report.mutable_progress() = rank_progress(rank, heartbeat, options.node_name, now);
+      for (const auto& arrival : heartbeat.arrivals) {
+        v1::StepArrival& sent = *report.add_arrivals();
+        sent.set_step(arrival.step);
+        sent.set_unix_nanos(arrival.unix_nanos);
+      }
+    }
+  }
+
   void send_heartbeats() {
     while (in_session()) {
       v1::AgentHeartbeatRequest request;
@@ -533,6 +548,7 @@ struct Agent::Impl {
           running.set_job_id(job_id);
           running.set_generation(run->generation());
           for (const auto rank : live) running.add_ranks(rank);
+          add_reports(running, server.service().heartbeats(job_id));
         }
         interval = heartbeat_interval;
       }

@@ -217,7 +217,45 @@ grpc::Status list_all(v1::JobService::Stub& stub, std::vector<v1::Job>& jobs) {
   return grpc::Status::OK;
 }
 
-// One screen: a header with the counts by state, then a line per job, cut to `width`.
+// A job's progress as top's columns show it: "-" where it has none.
+struct ProgressColumns {
+  std::string step = "-", steps_per_second = "-", samples_per_second = "-", loss = "-";
+};
+
+// The metric a user calls the loss: "loss", else the first whose name has "loss" in it
+// ("train_loss"), as the status page picks it.
+std::optional<double> loss_of(const google::protobuf::Map<std::string, double>& metrics) {
+  if (const auto loss = metrics.find("loss"); loss != metrics.end()) return loss->second;
+  std::optional<std::string> first;
+  for (const auto& [name, value] : metrics) {
+    if (name.find("loss") != std::string::npos && (!first || name < *first)) first = name;
+  }
+  if (!first) return std::nullopt;
+  return metrics.at(*first);
+}
+
+ProgressColumns progress_columns(const v1::Job& job) {
+  ProgressColumns columns;
+  if (!job.has_progress()) return columns;
+  const v1::JobProgress& progress = job.progress();
+  const auto fixed = [](double value, int digits) {
+    std::ostringstream text;
+    text << std::fixed << std::setprecision(digits) << value;
+    return text.str();
+  };
+  if (progress.has_step()) columns.step = std::to_string(progress.step());
+  columns.steps_per_second = fixed(progress.steps_per_second(), 1);
+  columns.samples_per_second = fixed(progress.samples_per_second(), 0);
+  if (const auto loss = loss_of(progress.metrics())) {
+    std::ostringstream text;
+    text << std::setprecision(4) << *loss;
+    columns.loss = text.str();
+  }
+  return columns;
+}
+
+// One screen: a header with the counts by state, then a line per job, cut to `width`, and a
+// line for each job's straggler.
 std::string top_frame(const std::string& server, const std::vector<v1::Job>& jobs, std::size_t width) {
   const auto now = std::chrono::system_clock::now();
   const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
@@ -234,9 +272,11 @@ std::string top_frame(const std::string& server, const std::vector<v1::Job>& job
   frame << "   " << std::put_time(std::gmtime(&clock), "%H:%M:%S UTC") << "\n\n";
   std::ostringstream header;
   header << std::left << std::setw(28) << "JOB ID" << std::setw(12) << "OWNER" << std::setw(12) << "STATE"
-         << std::setw(9) << "RESTARTS" << std::setw(7) << "RANKS" << std::setw(9) << "UPTIME" << std::setw(24)
-         << "NODES" << "MESSAGE";
+         << std::setw(9) << "RESTARTS" << std::setw(7) << "RANKS" << std::setw(9) << "UPTIME" << std::setw(8)
+         << "STEP" << std::setw(8) << "STEP/S" << std::setw(10) << "SAMPLE/S" << std::setw(10) << "LOSS"
+         << std::setw(24) << "NODES" << "MESSAGE";
   std::vector<std::string> lines = {header.str()};
+  std::vector<std::string> stragglers;
   for (const auto& job : jobs) {
     const std::int64_t start = job.start_time().seconds(), end = job.end_time().seconds();
     const std::int64_t uptime = start == 0 ? -1 : (end != 0 ? end : now_s) - start;
@@ -244,10 +284,18 @@ std::string top_frame(const std::string& server, const std::vector<v1::Job>& job
     std::ostringstream line;
     line << std::left << std::setw(28) << job.job_id() << std::setw(12) << (job.owner().empty() ? "-" : job.owner())
          << std::setw(12) << state_name(job.state()) << std::setw(9) << job.restart_count() << std::setw(7)
-         << (ranks > 0 ? std::to_string(ranks) : "-") << std::setw(9) << format_elapsed(uptime) << std::setw(24)
-         << nodes_of(job) << job.message();
+         << (ranks > 0 ? std::to_string(ranks) : "-") << std::setw(9) << format_elapsed(uptime);
+    const ProgressColumns progress = progress_columns(job);
+    line << std::setw(8) << progress.step << std::setw(8) << progress.steps_per_second << std::setw(10)
+         << progress.samples_per_second << std::setw(10) << progress.loss << std::setw(24) << nodes_of(job)
+         << job.message();
     lines.push_back(line.str());
+    if (job.progress().has_straggler()) {
+      stragglers.push_back("straggler in " + job.job_id() + ": " + job.progress().straggler_message());
+    }
   }
+  if (!stragglers.empty()) lines.emplace_back();
+  lines.insert(lines.end(), stragglers.begin(), stragglers.end());
   for (auto& line : lines) {
     if (width > 0 && line.size() > width) line.resize(width);
     frame << line << "\n";

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "ranks/ports.h"
 #include "security/certificates.h"
 
 namespace fabric::launcher::cli {
@@ -57,9 +58,7 @@ std::string default_node_name(const SecurityFlags& flags) {
     const auto subject = certificate_subject(read_credential_file("--tls-cert", flags.transport.tls.certificate));
     if (subject && !subject->common_name.empty()) return subject->common_name;
   }
-  char hostname[256] = "localhost";
-  ::gethostname(hostname, sizeof(hostname));
-  return hostname;
+  return host_name();
 }
 
 std::string client_token(const SecurityFlags& flags) {

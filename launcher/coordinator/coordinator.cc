@@ -15,9 +15,11 @@
 
 #include "jobs/log_buffer.h"
 #include "coordinator/placement.h"
+#include "coordinator/progress_board.h"
 #include "jobs/job_feed.h"
 #include "jobs/job_spec.h"
 #include "jobs/job_state.h"
+#include "ranks/job_progress.h"
 #include "ranks/rank_metrics.h"
 #include "ranks/rank_environment.h"
 #include "security/secrets.h"
@@ -240,6 +242,7 @@ struct Coordinator::Impl final : JobFeed {
   std::map<std::string, Session> sessions;            // by agent_id
   std::map<std::string, std::unique_ptr<JobEntry>> jobs;  // by job_id
   std::optional<RankMetrics> metrics;                     // when options.metrics
+  ProgressBoard board;                                    // the running jobs' progress
   std::optional<int> collector;
   std::map<std::string, std::string> request_ids;     // request_key(owner, request_id) -> job_id
   std::thread reconciler;
@@ -284,7 +287,11 @@ struct Coordinator::Impl final : JobFeed {
         by_state.set({state_name(static_cast<v1::JobState>(state))}, 0);
       }
     }
-    for (const auto& [id, entry] : jobs) by_state.add({state_name(entry->job().state())}, 1);
+    for (const auto& [id, entry] : jobs) {
+      by_state.add({state_name(entry->job().state())}, 1);
+      const v1::Job job = with_progress(*entry);
+      if (job.has_progress()) collect_job_progress(scrape, id, job.progress());
+    }
     agents.set({}, static_cast<double>(sessions.size()));
   }
 
@@ -336,6 +343,7 @@ struct Coordinator::Impl final : JobFeed {
     job.set_message(message);
     if (to == v1::JOB_STATE_RUNNING && !job.has_start_time()) *job.mutable_start_time() = now_timestamp();
     if (is_terminal(to)) *job.mutable_end_time() = now_timestamp();
+    if (is_terminal(to)) board.forget(job.job_id());
     persist(entry);
     entry.events.push_back(event_of(entry, from));
     changed.notify_all();
@@ -491,6 +499,8 @@ struct Coordinator::Impl final : JobFeed {
       message += ": " + exit.reported_error().error_type() + ": " + exit.reported_error().message().substr(0, 500);
     }
     failure.set_message(message);
+    *job.add_failures() = failure;
+    if (job.failures_size() > kKeptFailures) job.mutable_failures()->DeleteSubrange(0, 1);
     if (job.restart_count() < entry.spec().max_restarts()) {
       if (metrics) metrics->restarts.add({exit_cause(exit)});
       stop_on_nodes(entry, v1::StopJob::REASON_RESTART, grace_period(entry.spec()));
@@ -687,7 +697,7 @@ struct Coordinator::Impl final : JobFeed {
     std::lock_guard lock(mutex);
     JobEntry* entry = find(job_id);
     if (!entry) return job_not_found(job_id);
-    response = entry->job();
+    response = with_progress(*entry);
     return grpc::Status::OK;
   }
 
@@ -720,7 +730,7 @@ struct Coordinator::Impl final : JobFeed {
     std::sort(matching.begin(), matching.end(),
               [](const JobEntry* a, const JobEntry* b) { return a->stored.sequence > b->stored.sequence; });
     for (std::size_t i = 0; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
-      *response.add_jobs() = matching[i]->job();
+      *response.add_jobs() = with_progress(*matching[i]);
     }
     if (static_cast<int>(matching.size()) > page_size) {
       response.set_next_page_token(filter + "|" + std::to_string(matching[static_cast<std::size_t>(page_size) - 1]->stored.sequence));
@@ -811,6 +821,57 @@ struct Coordinator::Impl final : JobFeed {
     return grpc::Status::OK;
   }
 
+  // The rank reports of a node running the job's current generation; names a straggler
+  // across all its nodes when one appears.
+  void record_progress(JobEntry& entry, const v1::RunningRanks& running, const std::string& node) {
+    const auto now = options.clock();
+    for (const v1::RankReport& report : running.reports()) {
+      const std::int32_t rank = report.progress().rank();
+      if (rank < 0 || rank >= entry.world_size()) continue;  // not a rank of this job
+      board.record(running.job_id(), running.generation(), node, report, now);
+    }
+    if (auto straggler = board.check_stragglers(running.job_id(), entry.world_size(), now)) {
+      std::cerr << "fabricd serve: job " << running.job_id() << " straggler: " << *straggler << std::endl;
+      if (metrics) metrics->straggler_warnings.add({});
+    }
+  }
+
+  // The job as clients see it: with its progress while it runs.
+  v1::Job with_progress(JobEntry& entry) {
+    v1::Job job = entry.job();
+    if (job.state() != v1::JOB_STATE_RUNNING) return job;
+    if (auto progress = board.progress(job.job_id(), entry.placed_generation(), options.clock(),
+                                       std::chrono::system_clock::now())) {
+      *job.mutable_progress() = std::move(*progress);
+    }
+    return job;
+  }
+
+  // The nodes in session, with the caller's jobs that run there.
+  std::vector<NodeStatus> nodes(const Caller& caller) {
+    std::lock_guard lock(mutex);
+    std::vector<NodeStatus> nodes;
+    const auto now = options.clock();
+    for (const NodeCapacity& capacity : capacities()) {
+      const Session& session = sessions.at(capacity.agent_id);
+      NodeStatus node{.name = capacity.node_name,
+                      .address = session.stored.address,
+                      .slots = capacity.slots,
+                      .used_slots = capacity.used,
+                      .heartbeat_age_seconds = std::chrono::duration<double>(now - session.last_heard).count()};
+      for (const auto& [job_id, entry] : jobs) {
+        const bool visible = caller.admin || entry->job().owner() == caller.user;
+        const auto& agents = entry->stored.record.agent_ids();
+        if (visible && !is_terminal(entry->job().state()) &&
+            std::find(agents.begin(), agents.end(), capacity.agent_id) != agents.end()) {
+          node.jobs.push_back(job_id);
+        }
+      }
+      nodes.push_back(std::move(node));
+    }
+    return nodes;
+  }
+
   grpc::Status agent_heartbeat(const v1::AgentHeartbeatRequest& request) {
     std::lock_guard lock(mutex);
     const auto session = sessions.find(request.agent_id());
@@ -824,6 +885,7 @@ struct Coordinator::Impl final : JobFeed {
     for (const auto& running : request.running()) {
       JobEntry* entry = find(running.job_id());
       if (entry && entry->job().state() == v1::JOB_STATE_RUNNING && running.generation() == entry->placed_generation()) {
+        record_progress(*entry, running, session->second.stored.node_name);
         continue;
       }
       send(request.agent_id(), stop_assignment(entry, running.job_id(), running.generation()));
@@ -908,6 +970,15 @@ Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Im
 Coordinator::~Coordinator() = default;
 
 v1::JobService::Service& Coordinator::job_service() { return impl_->job_service; }
+
+StatusSnapshot Coordinator::status(const Caller& caller) {
+  v1::ListJobsResponse listed;
+  StatusSnapshot snapshot;
+  impl_->list(caller, {}, listed);
+  for (v1::Job& job : *listed.mutable_jobs()) snapshot.jobs.push_back(std::move(job));
+  snapshot.nodes = impl_->nodes(caller);
+  return snapshot;
+}
 v1::AgentService::Service& Coordinator::agent_service() { return impl_->agent_service; }
 void Coordinator::shutdown() { impl_->shutdown(); }
 

@@ -19,6 +19,7 @@
 #include "jobs/job_store.h"
 #include "observability/metrics.h"
 #include "security/authenticator.h"
+#include "status/status_page.h"
 
 namespace fabric::launcher {
 
@@ -61,6 +62,10 @@ class Coordinator {
 
   fabric::v1::JobService::Service& job_service();
   fabric::v1::AgentService::Service& agent_service();
+
+  // What the status page shows `caller`: the jobs ListJobs would (newest first, at most
+  // 100, with their progress), and every node in session.
+  StatusSnapshot status(const Caller& caller);
 
   // Ends every stream with UNAVAILABLE and stops the reconcile thread. Call before
   // grpc::Server::Shutdown (which waits for streams). Idempotent.

@@ -7,6 +7,9 @@
 
 namespace fabric::launcher {
 
+// Job.failures keeps the last this many failed generations.
+inline constexpr int kKeptFailures = 32;
+
 bool is_terminal(fabric::v1::JobState state);
 bool can_transition(fabric::v1::JobState from, fabric::v1::JobState to);
 // "RUNNING"

@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <google/protobuf/util/time_util.h>
+
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -13,6 +15,7 @@
 #include "jobs/job_spec.h"
 #include "security/secrets.h"
 #include "ranks/health_watch.h"
+#include "ranks/job_progress.h"
 #include "ranks/output_router.h"
 #include "ranks/ports.h"
 #include "ranks/rank_environment.h"
@@ -71,6 +74,7 @@ struct LocalJob::Impl {
   Clock::time_point next_skew_check{};
   const std::string secret = random_secret();  // the ranks' FABRICD_JOB_SECRET
   const int cpus = available_cpus();           // shared by the ranks (add_thread_limit)
+  const std::string node_name = host_name();   // the node its progress and failures name
 
   std::mutex mutex;
   std::condition_variable changed;
@@ -98,9 +102,11 @@ struct LocalJob::Impl {
     if (hooks.metrics) {
       metrics.emplace(*hooks.metrics);
       heartbeat_collector = hooks.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
-        collect_heartbeats(scrape, job_id, server.service().heartbeats(job_id), Clock::now());
+        const auto heartbeats = server.service().heartbeats(job_id);
+        collect_heartbeats(scrape, job_id, heartbeats, Clock::now());
         std::lock_guard lock(mutex);
         if (stragglers.skew()) collect_step_skew(scrape, job_id, *stragglers.skew());
+        if (!heartbeats.empty()) collect_job_progress(scrape, job_id, progress(heartbeats));
       });
     }
   }
@@ -158,6 +164,8 @@ struct LocalJob::Impl {
       if (now >= next_skew_check) {
         next_skew_check = now + kStragglerCheckInterval;
         check_stragglers();
+        const auto heartbeats = server.service().heartbeats(job_id);
+        if (hooks.on_progress && !heartbeats.empty()) hooks.on_progress(progress(heartbeats));
       }
       if (auto late = health.find_rendezvous_timeout(now, spec.nproc_per_node(), server.service().joined_ranks(job_id))) {
         failure = Failure{.cause = Failure::Cause::kRendezvousTimeout, .rank = late->rank, .detail = late->detail};
@@ -177,6 +185,38 @@ struct LocalJob::Impl {
           std::to_string(stragglers.skew()->steps) + " steps");
       if (metrics) metrics->straggler_warnings.add({});
     }
+  }
+
+  // The generation's progress from these heartbeats. Called with the lock held (stragglers).
+  v1::JobProgress progress(const std::map<std::int32_t, RankHeartbeat>& heartbeats) const {
+    return job_progress(ranks_progress(heartbeats, node_name, Clock::now()), stragglers.skew(),
+                        std::chrono::system_clock::now());
+  }
+
+  // The failed generation as job.proto describes it, for LocalJobHooks::on_failure.
+  v1::FailureSummary failure_record(const Failure& first, int status, std::int32_t generation,
+                                    const std::string& message) const {
+    v1::FailureSummary summary;
+    summary.set_generation(generation);
+    summary.set_node(node_name);
+    summary.set_message(message);
+    v1::RankExit& exit = *summary.mutable_first_failure();
+    exit.set_rank(first.rank);
+    exit.set_local_rank(first.rank);
+    exit.set_generation(generation);
+    if (first.cause == Failure::Cause::kHung) {
+      exit.set_cause(v1::RankExit::CAUSE_HEARTBEAT_TIMEOUT);
+      exit.set_signal(SIGKILL);
+    } else if (status > 128) {
+      exit.set_cause(v1::RankExit::CAUSE_SIGNALED);
+      exit.set_signal(status - 128);
+    } else {
+      exit.set_cause(v1::RankExit::CAUSE_EXITED);
+      exit.set_exit_code(status);
+    }
+    for (const auto& line : tail->of(first.rank)) exit.add_stderr_tail(line);
+    *exit.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+    return summary;
   }
 
   // SIGTERM to every rank still running, up to the grace period, then SIGKILL. Unlocks
@@ -286,6 +326,7 @@ struct LocalJob::Impl {
       const std::string summary = failure_summary(first, status, generation);
       // "rank 1 failed first, with ...": the summary's first line without its "job failed: ".
       last_failure = summary.substr(std::string("job failed: ").size(), summary.find('\n') - std::string("job failed: ").size());
+      if (hooks.on_failure) hooks.on_failure(failure_record(first, status, generation, last_failure));
       if (generation < spec.max_restarts() && !stop_signal) {
         say("restarting the job: generation " + std::to_string(generation + 1) + " of at most " +
                    std::to_string(spec.max_restarts() + 1));

@@ -31,6 +31,10 @@ inline constexpr int kCannotStart = 126;
 struct LocalJobHooks {
   std::shared_ptr<LineSink> lines;
   std::function<void(fabric::v1::JobState state, std::int32_t generation, const std::string& message)> on_state;
+  // Each failed generation, before the RESTARTING or FAILED it leads to.
+  std::function<void(const fabric::v1::FailureSummary& failure)> on_failure;
+  // The running generation's progress (ranks/job_progress.h), about once a second.
+  std::function<void(const fabric::v1::JobProgress& progress)> on_progress;
   // Prometheus families (ranks/rank_metrics.h, and the rendezvous' RPCs) go here when set;
   // it must outlive the job.
   MetricsRegistry* metrics = nullptr;

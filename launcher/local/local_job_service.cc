@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "jobs/job_state.h"
+#include "ranks/ports.h"
 
 namespace fabric::launcher {
 
@@ -35,14 +36,12 @@ class LocalJobService::Lines final : public LineSink {
 
 LocalJobService::LocalJobService(const std::string& job_id, const v1::JobSpec& spec, std::function<void()> cancel,
                                  std::shared_ptr<const Authenticator> authenticator)
-    : cancel_(std::move(cancel)), authenticator_(std::move(authenticator)), logs_(static_cast<std::size_t>(spec.log().tail_lines())) {
-  char host[256] = "localhost";
-  ::gethostname(host, sizeof(host));
+    : job_id_(job_id), cancel_(std::move(cancel)), authenticator_(std::move(authenticator)), logs_(static_cast<std::size_t>(spec.log().tail_lines())) {
   job_.set_job_id(job_id);
   *job_.mutable_spec() = spec;
   job_.set_state(v1::JOB_STATE_PENDING);
   job_.set_message("starting on this node");
-  job_.add_nodes(host);
+  job_.add_nodes(host_name());
   *job_.mutable_create_time() = TimeUtil::GetCurrentTime();
   v1::JobEvent first;
   *first.mutable_job() = job_;
@@ -56,7 +55,27 @@ LocalJobHooks LocalJobService::hooks() {
   return {.lines = std::make_shared<Lines>(*this),
           .on_state = [this](v1::JobState state, std::int32_t generation, const std::string& message) {
             change(state, generation, message);
-          }};
+          },
+          .on_failure = [this](const v1::FailureSummary& failure) { record_failure(failure); },
+          .on_progress =
+              [this](const v1::JobProgress& progress) {
+                std::lock_guard lock(mutex_);
+                progress_ = progress;
+              }};
+}
+
+v1::Job LocalJobService::job() const {
+  std::lock_guard lock(mutex_);
+  v1::Job job = job_;
+  if (job.state() == v1::JOB_STATE_RUNNING && progress_) *job.mutable_progress() = *progress_;
+  return job;
+}
+
+void LocalJobService::record_failure(const v1::FailureSummary& failure) {
+  std::lock_guard lock(mutex_);
+  *job_.mutable_failure() = failure;
+  *job_.add_failures() = failure;
+  if (job_.failures_size() > kKeptFailures) job_.mutable_failures()->DeleteSubrange(0, 1);
 }
 
 void LocalJobService::shutdown() {
@@ -74,6 +93,7 @@ void LocalJobService::change(v1::JobState state, std::int32_t generation, const 
   job_.set_state(state);
   job_.set_message(message);
   job_.set_restart_count(generation);
+  progress_.reset();  // of the generation that ran before this change
   const auto now = TimeUtil::GetCurrentTime();
   if (state == v1::JOB_STATE_RUNNING && !job_.has_start_time()) *job_.mutable_start_time() = now;
   if (is_terminal(state)) *job_.mutable_end_time() = now;
@@ -105,9 +125,8 @@ grpc::Status LocalJobService::SubmitJob(grpc::ServerContext* context, const v1::
 grpc::Status LocalJobService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request, v1::Job* response) {
   Caller caller;
   if (auto s = authenticate(*context, caller); !s.ok()) return s;
-  std::lock_guard lock(mutex_);
-  if (request->job_id() != job_.job_id()) return job_not_found(request->job_id());
-  *response = job_;
+  if (request->job_id() != job_id_) return job_not_found(request->job_id());
+  *response = job();
   return grpc::Status::OK;
 }
 
@@ -118,10 +137,10 @@ grpc::Status LocalJobService::ListJobs(grpc::ServerContext* context, const v1::L
   if (!request->page_token().empty()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "page_token does not come from this server's ListJobs"};
   }
-  std::lock_guard lock(mutex_);
+  v1::Job current = job();
   bool wanted = request->states().empty();
-  for (const int state : request->states()) wanted = wanted || state == job_.state();
-  if (wanted) *response->add_jobs() = job_;
+  for (const int state : request->states()) wanted = wanted || state == current.state();
+  if (wanted) *response->add_jobs() = std::move(current);
   return grpc::Status::OK;
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "fabric/v1/job.grpc.pb.h"
@@ -31,6 +32,9 @@ class LocalJobService final : public fabric::v1::JobService::Service, public Job
   LocalJobHooks hooks();
   // Streams end with UNAVAILABLE; call before grpc::Server::Shutdown.
   void shutdown();
+  const std::shared_ptr<const Authenticator>& authenticator() const { return authenticator_; }
+  // The job now, with its progress while it runs (the status page's source).
+  fabric::v1::Job job() const;
 
   grpc::Status SubmitJob(grpc::ServerContext*, const fabric::v1::SubmitJobRequest*,
                          fabric::v1::SubmitJobResponse*) override;
@@ -52,15 +56,18 @@ class LocalJobService final : public fabric::v1::JobService::Service, public Job
  private:
   class Lines;
   void change(fabric::v1::JobState state, std::int32_t generation, const std::string& message);
+  void record_failure(const fabric::v1::FailureSummary& failure);
   grpc::Status authenticate(const grpc::ServerContext& context, Caller& caller) const;
 
+  const std::string job_id_;
   const std::function<void()> cancel_;
   const std::shared_ptr<const Authenticator> authenticator_;
   StreamLimiter streams_{32};
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable changed_;
   bool closed_ = false;                       // guarded by mutex_
-  fabric::v1::Job job_;                       // guarded by mutex_
+  fabric::v1::Job job_;                       // guarded by mutex_; never holds progress
+  std::optional<fabric::v1::JobProgress> progress_;  // the running generation's; guarded by mutex_
   std::vector<fabric::v1::JobEvent> events_;  // guarded by mutex_
   LogBuffer logs_;                            // guarded by mutex_
 };

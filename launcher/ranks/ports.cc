@@ -23,4 +23,10 @@ int free_tcp_port(bool loopback_only) {
   return port;
 }
 
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
 }  // namespace fabric::launcher

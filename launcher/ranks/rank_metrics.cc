@@ -44,10 +44,17 @@ void collect_heartbeats(MetricsRegistry::Scrape& scrape, const std::string& job_
                                   {"job", "rank"});
   GaugeFamily& step = scrape.gauge("fabricd_rank_step", "The step the rank last reported with its heartbeat",
                                    {"job", "rank"});
+  GaugeFamily& steps_per_second = scrape.gauge(
+      "fabricd_rank_steps_per_second", "The rank's optimizer steps per second, as it measured them", {"job", "rank"});
+  GaugeFamily& samples_per_second =
+      scrape.gauge("fabricd_rank_samples_per_second",
+                   "Samples per second through the rank's training forwards, as it measured them", {"job", "rank"});
   for (const auto& [rank, heartbeat] : heartbeats) {
     const std::vector<std::string> labels = {job_id, std::to_string(rank)};
     age.set(labels, std::chrono::duration<double>(now - heartbeat.received_at).count());
     if (heartbeat.step) step.set(labels, static_cast<double>(*heartbeat.step));
+    steps_per_second.set(labels, heartbeat.steps_per_second);
+    samples_per_second.set(labels, heartbeat.samples_per_second);
   }
 }
 

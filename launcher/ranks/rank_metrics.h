@@ -7,8 +7,9 @@
 //   fabricd_job_restarts_total{cause}            generations restarted, by the first failure's
 //                                                cause (error, signal, hung, node_lost, ...)
 //   fabricd_rank_heartbeat_age_seconds{job,rank} since the rank's last heartbeat, at scrape time
-//   fabricd_rank_step{job,rank}                  the step the rank last reported (steps/s:
-//                                                rate(fabricd_rank_step[1m]))
+//   fabricd_rank_step{job,rank}                  the step the rank last reported
+//   fabricd_rank_steps_per_second{job,rank}      its steps/s and samples/s, as the rank measured
+//   fabricd_rank_samples_per_second{job,rank}    them (job totals: ranks/job_progress.h)
 //   fabricd_rank_step_lag_seconds{job,rank}      how much later than the median rank it reaches
 //                                                each step's synchronization (straggler_watch.h)
 //   fabricd_job_step_seconds{job}                the job's median step time

@@ -8,13 +8,14 @@ namespace {
 
 constexpr std::size_t kKeptSteps = 128;  // per rank; older arrivals are forgotten
 
+}  // namespace
+
 double median(std::vector<double> values) {
+  if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
   return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
-
-}  // namespace
 
 void StragglerWatch::record(const std::map<std::int32_t, RankHeartbeat>& heartbeats) {
   for (const auto& [rank, heartbeat] : heartbeats) {

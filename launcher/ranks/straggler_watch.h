@@ -24,6 +24,9 @@ namespace fabric::launcher {
 // How often launchers call check(): arrivals come with heartbeats, at most a few per second.
 inline constexpr std::chrono::milliseconds kStragglerCheckInterval{1000};
 
+// The median of `values`; 0 when there are none.
+double median(std::vector<double> values);
+
 struct StragglerOptions {
   double lag_fraction = 0.2;      // 0 disables the warning (the skew is still measured)
   std::size_t window_steps = 20;  // the most recent steps compared
