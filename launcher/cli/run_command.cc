@@ -17,7 +17,9 @@
 #include "cli/metrics_flags.h"
 #include "observability/introspection.h"
 #include "observability/rpc_metrics.h"
+#include "ranks/ports.h"
 #include "ranks/rank_group.h"
+#include "status/status_page.h"
 
 namespace fabric::launcher::cli {
 
@@ -30,6 +32,24 @@ constexpr const char* kExitCodes =
     "failed first (128+N for signal N; a hung rank is killed with SIGKILL), 2 for a bad flag, 3 when the "
     "rendezvous timed out, 126 when PROGRAM is not executable or cannot start, 127 when it does not exist, "
     "128+N when fabricd itself was stopped by signal N.";
+
+// Without --serve the page is the only way in: open unless --token-file asks for tokens, as
+// the loopback metrics beside it are.
+std::shared_ptr<const Authenticator> page_authenticator(const SecurityFlags& security) {
+  TokenTable tokens = security.token_file.empty() ? TokenTable() : TokenTable::load(security.token_file);
+  const bool open = tokens.empty();
+  return std::make_shared<const Authenticator>(AuthenticatorOptions{.tokens = std::move(tokens), .tls = false, .open = open});
+}
+
+// The status page of a `fabricd run`: its one job, on this node's nproc_per_node slots.
+StatusPage::Source local_status(const LocalJobService& service, const v1::JobSpec& spec) {
+  return [&service, slots = spec.nproc_per_node()](const Caller&) {
+    v1::Job job = service.job();
+    NodeStatus node{.name = job.nodes_size() > 0 ? job.nodes(0) : host_name(), .slots = slots, .jobs = {job.job_id()}};
+    if (job.state() == v1::JOB_STATE_RUNNING) node.used_slots = slots;
+    return StatusSnapshot{.jobs = {std::move(job)}, .nodes = {std::move(node)}};
+  };
+}
 
 int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, const SecurityFlags& security,
             const std::string& metrics_listen, std::vector<std::string> program) {
@@ -59,20 +79,17 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
     const std::string job_id = unique_local_job_id();
     std::atomic<LocalJob*> running{nullptr};  // for CancelJob, once the job exists
     MetricsRegistry metrics;
-    std::unique_ptr<MetricsServer> metrics_server;
-    try {
-      metrics_server = start_metrics_server(metrics_listen, metrics, "fabricd");
-    } catch (const std::exception& error) {
-      return fail(kUsageError, error.what());
-    }
+    // The job's JobService: served over gRPC with --serve, and the status page's source.
     std::unique_ptr<LocalJobService> service;
+    std::unique_ptr<StatusPage> status_page;
+    std::unique_ptr<MetricsServer> metrics_server;
     std::unique_ptr<grpc::Server> server;
-    if (!serve.empty()) {
-      std::shared_ptr<grpc::ServerCredentials> credentials;
+    std::shared_ptr<grpc::ServerCredentials> credentials;
+    if (!serve.empty() || !metrics_listen.empty()) {
       std::shared_ptr<const Authenticator> authenticator;
       try {
-        credentials = server_credentials(security.transport, "fabricd run --serve", serve);
-        authenticator = server_authenticator(security);
+        if (!serve.empty()) credentials = server_credentials(security.transport, "fabricd run --serve", serve);
+        authenticator = serve.empty() ? page_authenticator(security) : server_authenticator(security);
       } catch (const std::exception& error) {
         return fail(kUsageError, error.what());
       }
@@ -81,6 +98,16 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
             if (LocalJob* job = running.load()) job->request_stop(SIGTERM, false);
           },
           authenticator);
+    }
+    if (!metrics_listen.empty()) {
+      status_page = std::make_unique<StatusPage>("fabricd run", service->authenticator(), local_status(*service, spec));
+      try {
+        metrics_server = start_metrics_server(metrics_listen, metrics, "fabricd", status_page->routes());
+      } catch (const std::exception& error) {
+        return fail(kUsageError, error.what());
+      }
+    }
+    if (!serve.empty()) {
       int port = 0;
       enable_server_introspection();
       grpc::ServerBuilder builder;
@@ -101,7 +128,7 @@ int run_job(CLI::App& command, const JobFlags& flags, const std::string& serve, 
     const StopSignalHandler signals(
         [&job](int signal, bool repeated) { job.request_stop(signal, repeated && signal == SIGINT); });
     const int status = job.run();
-    if (service) {  // before `job` goes: CancelJob may call it until the server has shut down
+    if (server) {  // before `job` goes: CancelJob may call it until the server has shut down
       report_shutting_down(*server);
       service->shutdown();
       server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

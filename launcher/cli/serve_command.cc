@@ -77,12 +77,6 @@ int serve(const ServeFlags& flags) {
     return fail(kUsageError, error.what());
   }
   MetricsRegistry metrics;
-  std::unique_ptr<MetricsServer> metrics_server;
-  try {
-    metrics_server = start_metrics_server(flags.metrics_listen, metrics, "fabricd serve");
-  } catch (const std::exception& error) {
-    return fail(kCannotListen, error.what());
-  }
   Coordinator coordinator({.store = std::move(store),
                            .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
                            .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
@@ -91,6 +85,15 @@ int serve(const ServeFlags& flags) {
                            .max_streams_per_user = flags.max_streams_per_user,
                            .authenticator = authenticator,
                            .metrics = &metrics});
+  // After the coordinator, so that both go before it does.
+  StatusPage status_page("coordinator", authenticator,
+                         [&coordinator](const Caller& caller) { return coordinator.status(caller); });
+  std::unique_ptr<MetricsServer> metrics_server;
+  try {
+    metrics_server = start_metrics_server(flags.metrics_listen, metrics, "fabricd serve", status_page.routes());
+  } catch (const std::exception& error) {
+    return fail(kCannotListen, error.what());
+  }
   int port = 0;
   enable_server_introspection();
   grpc::ServerBuilder builder;

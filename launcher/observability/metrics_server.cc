@@ -16,7 +16,9 @@ struct MetricsServer::Impl {
   std::atomic<bool> listening_ended{false};
 };
 
-MetricsServer::MetricsServer(const std::string& listen, MetricsRegistry& registry) : impl_(std::make_unique<Impl>()) {
+MetricsServer::MetricsServer(const std::string& listen, MetricsRegistry& registry,
+                             std::map<std::string, HttpHandler> routes)
+    : impl_(std::make_unique<Impl>()) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) throw std::runtime_error("--metrics-listen " + listen + ": use host:port");
   std::string host = listen.substr(0, colon);
@@ -45,6 +47,14 @@ MetricsServer::MetricsServer(const std::string& listen, MetricsRegistry& registr
   impl_->http.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ok\n", "text/plain");
   });
+  for (auto& [path, handler] : routes) {
+    impl_->http.Get(path, [handler = std::move(handler)](const httplib::Request& request, httplib::Response& response) {
+                      const HttpReply reply = handler(request.get_header_value("Authorization"));
+                      response.status = reply.status;
+                      response.set_header("Cache-Control", "no-store");
+                      response.set_content(reply.body, reply.content_type);
+                    });
+  }
   const int bound = port == 0 ? impl_->http.bind_to_any_port(host) : (impl_->http.bind_to_port(host, port) ? port : -1);
   if (bound <= 0) throw std::runtime_error("--metrics-listen " + listen + ": cannot listen there");
   address_ = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(bound);

@@ -23,11 +23,16 @@ std::optional<CertificateSubject> peer_certificate(const grpc::ServerContext& co
   return certificate_subject(std::string(pem.front().data(), pem.front().size()));
 }
 
-std::optional<std::string> bearer_token(const grpc::ServerContext& context, bool& malformed) {
+std::optional<std::string> authorization_of(const grpc::ServerContext& context) {
   const auto& metadata = context.client_metadata();
   const auto it = metadata.find("authorization");
   if (it == metadata.end()) return std::nullopt;
-  const std::string value(it->second.data(), it->second.size());
+  return std::string(it->second.data(), it->second.size());
+}
+
+std::optional<std::string> bearer_token(const std::optional<std::string>& authorization, bool& malformed) {
+  if (!authorization) return std::nullopt;
+  const std::string& value = *authorization;
   // The scheme is case-insensitive (RFC 9110, 11.1).
   constexpr std::string_view kScheme = "bearer ";
   const bool bearer = value.size() > kScheme.size() &&
@@ -43,8 +48,17 @@ std::optional<std::string> bearer_token(const grpc::ServerContext& context, bool
 }  // namespace
 
 grpc::Status Authenticator::client(const grpc::ServerContext& context, Caller& caller) const {
+  return client_of(authorization_of(context), peer_certificate(context), caller);
+}
+
+grpc::Status Authenticator::http_client(const std::string& authorization, Caller& caller) const {
+  return client_of(authorization.empty() ? std::nullopt : std::optional(authorization), std::nullopt, caller);
+}
+
+grpc::Status Authenticator::client_of(const std::optional<std::string>& authorization,
+                                      const std::optional<CertificateSubject>& subject, Caller& caller) const {
   bool malformed = false;
-  if (const std::optional<std::string> token = bearer_token(context, malformed)) {
+  if (const std::optional<std::string> token = bearer_token(authorization, malformed)) {
     if (const std::optional<Caller> known = options_.tokens.find(*token)) {
       caller = *known;
       return grpc::Status::OK;
@@ -52,7 +66,7 @@ grpc::Status Authenticator::client(const grpc::ServerContext& context, Caller& c
     return unauthenticated("the bearer token is not one this coordinator accepts; check --token-file");
   }
   if (malformed) return unauthenticated("the authorization metadata must be `Bearer TOKEN`");
-  if (const std::optional<CertificateSubject> subject = peer_certificate(context)) {
+  if (subject) {
     if (subject->role == CertificateRole::kUser || subject->role == CertificateRole::kAdmin) {
       caller = {.user = subject->common_name, .admin = subject->role == CertificateRole::kAdmin};
       return grpc::Status::OK;

@@ -9,8 +9,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
 #include <string>
 
+#include "security/certificates.h"
 #include "security/tokens.h"
 
 namespace fabric::launcher {
@@ -33,11 +35,16 @@ class Authenticator {
 
   // The caller of a JobService method.
   grpc::Status client(const grpc::ServerContext& context, Caller& caller) const;
+  // The caller of an HTTP request (the status page) with this Authorization header ("" when
+  // it had none): tokens only, since the HTTP listener has no TLS to carry certificates.
+  grpc::Status http_client(const std::string& authorization, Caller& caller) const;
   // OK when the caller of an AgentService method is a node of this cluster; `node_name`
   // gets the name its certificate gives it (empty without TLS: then nothing binds it).
   grpc::Status node(const grpc::ServerContext& context, std::string& node_name) const;
 
  private:
+  grpc::Status client_of(const std::optional<std::string>& authorization,
+                         const std::optional<CertificateSubject>& subject, Caller& caller) const;
   AuthenticatorOptions options_;
 };
 
