@@ -289,10 +289,8 @@ struct Coordinator::Impl final : JobFeed {
     }
     for (const auto& [id, entry] : jobs) {
       by_state.add({state_name(entry->job().state())}, 1);
-      if (entry->job().state() != v1::JOB_STATE_RUNNING) continue;
-      if (auto progress = board.progress(id, entry->placed_generation(), options.clock(), std::chrono::system_clock::now())) {
-        collect_job_progress(scrape, id, *progress);
-      }
+      const v1::Job job = with_progress(*entry);
+      if (job.has_progress()) collect_job_progress(scrape, id, job.progress());
     }
     agents.set({}, static_cast<double>(sessions.size()));
   }

@@ -14,20 +14,31 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.parse
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FABRICD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else REPO / "build/release/launcher/cli/fabricd")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from processes import stop, wait_for  # noqa: E402
-
 DIGITS = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else REPO / "build/release/examples/digits")
+
+
+def wait_for(condition, timeout, what):
+    """condition()'s first truthy value, polled every 0.2 s; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
 
 
 def free_port():
@@ -49,6 +60,16 @@ def metrics_address(log_path):
     """The host:port fabricd announced for its metrics, once it has."""
     match = re.search(r"metrics on http://(\S+)/metrics", pathlib.Path(log_path).read_text())
     return match.group(1) if match else None
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 class MetricsTest(unittest.TestCase):

@@ -22,16 +22,18 @@ import json
 import os
 import pathlib
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import browser  # noqa: E402
 from network_lab import NetworkLab  # noqa: E402
-from processes import stop, wait_for  # noqa: E402
 
 FABRICD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "fabricd"
 DDP_WORKER = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "ddp_worker"
@@ -43,9 +45,36 @@ FAIL_ONCE_THEN_STRAGGLE = (f'if [ "$FABRICD_RESTART_COUNT" = 0 ] && [ "$RANK" = 
                            f'exec "{DDP_WORKER}" straggler 1 100000 150')
 
 
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
 def status_page_address(log_path):
     match = re.search(r"status page on http://(\S+)/", pathlib.Path(log_path).read_text())
     return match.group(1) if match else None
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class StatusPageTest(unittest.TestCase):

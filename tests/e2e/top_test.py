@@ -18,14 +18,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 FABRICD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "fabricd"
 ARTIFACTS = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else None
 
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from processes import wait_for  # noqa: E402
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
 
 
 class TopTest(unittest.TestCase):
