@@ -19,6 +19,8 @@ Fabric::Fabric(FabricOptions options)
       loggers_(std::move(options.loggers)),
       callbacks_(std::move(options.callbacks)),
       timeout_(options.timeout) {
+  // A DDPStrategy given with its own timeout bounds the launcher's barriers too.
+  if (const auto* parallel = dynamic_cast<const ParallelStrategy*>(strategy_.get())) timeout_ = parallel->timeout();
   for (const auto& logger : loggers_) {
     if (!logger) throw ConfigurationError("FabricOptions::loggers holds a null logger; pass fabric::loggers::csv(...) etc.");
   }
@@ -47,7 +49,7 @@ void Fabric::launch() {
 }
 
 void Fabric::validate_launched(std::string_view method) const {
-  if (strategy_->name() != "single_device" && !launched_) {
+  if (dynamic_cast<const ParallelStrategy*>(strategy_.get()) != nullptr && !launched_) {
     throw UsageError("To use Fabric with more than one device, call fabric.launch() before fabric." +
                      std::string(method) + "(), or start the program with fabricd run / torchrun.");
   }
@@ -85,13 +87,13 @@ FabricOptimizer Fabric::setup_optimizers(const FabricOptimizer&) {
                    "FabricOptimizer. Pass the original optimizer (fabric_optimizer.shared()) to set it up again.");
 }
 
-void Fabric::backward(const torch::Tensor& loss) {
+void Fabric::backward_through(const torch::Tensor& loss, torch::nn::Module* module, const BackwardOptions& options) {
   detail::FabricBackwardMark mark;
   // The ranks meet here (the gradients' all-reduce): the launcher times each one's arrival.
   if (auto* launcher = strategy_->launcher()) launcher->synchronizing();
   // Under DDP, backward waits for the peers' gradients: a wait, not a hang.
   auto busy = environments::busy(strategy_->launcher(), "backward");
-  strategy_->backward(loss);
+  strategy_->backward(loss, module, options);
 }
 
 std::optional<double> Fabric::clip_gradients(torch::nn::Module& module, FabricOptimizer& optimizer,

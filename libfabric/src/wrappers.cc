@@ -27,9 +27,41 @@ void report_progress(const Strategy& strategy, const char* phase, std::int64_t s
 }  // namespace detail
 
 bool FabricOptimizer::step() {
-  const bool stepped = strategy_->optimizer_step(*optimizer_);
+  const bool stepped = strategy_->optimizer_step(*optimizer_, nullptr).stepped;
   if (auto* launcher = strategy_->launcher()) launcher->step();
   return stepped;
+}
+
+void FabricOptimizer::zero_grad(bool set_to_none) {
+  for (auto& group : optimizer_->param_groups()) {
+    for (auto& param : group.params()) {
+      torch::Tensor& grad = param.mutable_grad();
+      if (!grad.defined()) continue;
+      if (set_to_none) {
+        grad.reset();
+        continue;
+      }
+      if (grad.grad_fn()) {
+        grad.detach_();
+      } else {
+        grad.requires_grad_(false);
+      }
+      grad.zero_();
+    }
+  }
+}
+
+torch::Tensor FabricOptimizer::step(const LossClosure& closure) {
+  if (!closure) throw UsageError("FabricOptimizer::step(closure) needs a closure; call step() without one instead.");
+  // Optimizers step under NoGradGuard; the closure must build a graph to backward through
+  // (Python's optimizers wrap it in torch.enable_grad() the same way).
+  LossClosure with_grad = [&closure] {
+    torch::AutoGradMode enable_grad(true);
+    return closure();
+  };
+  torch::Tensor loss = strategy_->optimizer_step(*optimizer_, with_grad).loss;
+  if (auto* launcher = strategy_->launcher()) launcher->step();
+  return loss;
 }
 
 }  // namespace fabric

@@ -25,7 +25,12 @@ ReduceOp parse_reduce_op(std::string_view name);
 struct CollectiveOptions {
   // How long any one operation, and the initial rendezvous, may take.
   std::chrono::milliseconds timeout = std::chrono::minutes(30);
+  // "gloo" or "nccl"; empty: the device's own (gloo for the CPU, nccl for CUDA).
+  std::string backend = {};
 };
+
+// ConfigurationError unless `backend` ("gloo", "nccl" or empty) can carry tensors on `device`.
+void check_collective_backend(const std::string& backend, torch::Device device);
 
 class Collective {
  public:
@@ -49,8 +54,10 @@ class Collective {
   std::string broadcast_bytes(const std::string& bytes, int src);
 };
 
-// The backend for tensors on `device` (Gloo for the CPU, NCCL for CUDA), connected to the
-// ranks of `environment` through a TCP store at its main address and port (rank zero serves it).
+// The backend for tensors on `device` (Gloo for the CPU, NCCL for CUDA, or options.backend
+// when it can carry them), connected to the ranks of `environment` through a TCP store at
+// its main address and port (rank zero serves it). ConfigurationError for a backend that
+// does not exist or cannot carry tensors on `device`.
 std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::Device device,
                                             CollectiveOptions options = {});
 

@@ -196,8 +196,17 @@ class Fabric {
     return FabricDataLoader<Loader>(std::move(loader), batch_device(move_to_device));
   }
 
-  // loss.backward() through the strategy and precision (gradient scaling for "16-mixed").
-  void backward(const torch::Tensor& loss);
+  // loss.backward() through the strategy and precision (gradient scaling for "16-mixed"),
+  // with autograd's arguments: fabric.backward(loss, {.create_graph = true}).
+  void backward(const torch::Tensor& loss, const BackwardOptions& options = {}) {
+    backward_through(loss, nullptr, options);
+  }
+  // The same, naming the model the loss came from (Lightning's model=, for strategies that
+  // step one engine per model).
+  template <typename Impl>
+  void backward(const torch::Tensor& loss, FabricModule<Impl>& model, const BackwardOptions& options = {}) {
+    backward_through(loss, model.module().get(), options);
+  }
 
   // Clips gradients by value (clip_val) or by total norm (max_norm), unscaling them first
   // under gradient scaling. Returns the total norm before clipping, nullopt for clip_val.
@@ -331,6 +340,7 @@ class Fabric {
     }
   }
 
+  void backward_through(const torch::Tensor& loss, torch::nn::Module* module, const BackwardOptions& options);
   void validate_launched(std::string_view method) const;
   void prepare_module(torch::nn::Module& module, bool move_to_device);
   data::DistributedSampler::Options sampler_options(const DataLoaderOptions& options) const;
@@ -341,6 +351,30 @@ class Fabric {
   std::vector<Callback> callbacks_;
   std::chrono::milliseconds timeout_;  // FabricOptions::timeout, for launcher barriers
   bool launched_ = false;
+};
+
+// Lightning's overridable run (the LightningLite style). Derive from Fabric and write a
+// `run(args...)`; calling run on a Launched<YourProgram> first launches the processes the
+// options ask for (as launch(fn) does: re-executing this program for the other local
+// ranks, or connecting the ranks fabricd, torchrun or Slurm started), then runs yours on
+// every rank and returns its result there.
+//   struct Train : fabric::Fabric {
+//     using Fabric::Fabric;
+//     double run(int epochs) { auto [model, optimizer] = setup(...); ... return accuracy; }
+//   };
+//   double accuracy = fabric::Launched<Train>({.devices = 2}).run(10);
+template <typename Program>
+class Launched : public Program {
+  static_assert(std::is_base_of_v<Fabric, Program>, "Launched<Program>: Program must derive from fabric::Fabric.");
+
+ public:
+  using Program::Program;
+
+  template <typename... Args>
+  decltype(auto) run(Args&&... args) {
+    this->launch();
+    return Program::run(std::forward<Args>(args)...);
+  }
 };
 
 // Free-function form of Fabric::seed_everything (whose default is workers=true).

@@ -9,6 +9,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,29 @@
 namespace fabric {
 
 class GradScaler;
+
+// What fabric.backward passes on to autograd, as loss.backward(gradient, retain_graph,
+// create_graph, inputs) takes them; through the precision, so a scaled loss gets them too.
+struct BackwardOptions {
+  torch::Tensor gradient = {};            // d(out)/d(loss) for a non-scalar loss; undefined: ones
+  std::optional<bool> retain_graph = {};  // keep the graph for another backward; default: create_graph
+  bool create_graph = false;              // record backward itself (gradients of gradients)
+  std::vector<torch::Tensor> inputs = {}; // accumulate only into these; empty: every leaf
+};
+
+// Runs loss.backward with `options`.
+void run_backward(const torch::Tensor& loss, const BackwardOptions& options);
+
+// A closure that re-evaluates the model and returns the loss (LBFGS calls it several times
+// per step), as torch::optim::Optimizer::step takes one.
+using LossClosure = std::function<torch::Tensor()>;
+
+// What an optimizer step did: whether it stepped (a gradient scaler skips a step with
+// non-finite gradients) and the closure's loss (undefined without a closure).
+struct StepOutcome {
+  bool stepped = true;
+  torch::Tensor loss = {};
+};
 
 class Precision {
  public:
@@ -42,12 +66,12 @@ class Precision {
   // Whether `loss.backward()` bypasses something this precision must do in backward, so
   // that only fabric.backward(loss) is allowed.
   virtual bool requires_fabric_backward() const { return false; }
-  virtual void backward(const torch::Tensor& loss) const { loss.backward(); }
-  // Steps the optimizer; returns false when the step was skipped (non-finite gradients
-  // under gradient scaling).
-  virtual bool optimizer_step(torch::optim::Optimizer& optimizer) {
-    optimizer.step();
-    return true;
+  virtual void backward(const torch::Tensor& loss, const BackwardOptions& options) const {
+    run_backward(loss, options);
+  }
+  // Steps the optimizer, with the closure when there is one (nullptr otherwise).
+  virtual StepOutcome optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) {
+    return {.stepped = true, .loss = optimizer.step(closure)};
   }
   // Divides the gradients by the loss scale before clipping; no-op without scaling.
   virtual void unscale_gradients(torch::optim::Optimizer& optimizer) {}

@@ -1,19 +1,24 @@
 // A strategy owns placement and communication: where the root device is, what this
 // process's ranks are, what setup does to a module and optimizer, and how backward and the
-// optimizer step run (through the precision). single_device now; ddp and friends plug in
-// behind the same interface. Fabric and its wrappers share ownership of one strategy.
+// optimizer step run (through the precision). SingleDeviceStrategy and DDPStrategy
+// (fabric/strategies.h) are the built-in ones; a user's subclass of either goes in
+// FabricOptions::strategy. The connector completes an instance with what it was not given
+// (accelerator, precision, checkpoint IO; devices and cluster environment for a
+// ParallelStrategy). Fabric and its wrappers share ownership of one strategy.
 #pragma once
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string_view>
 #include <vector>
 
 #include "fabric/accelerator.h"
+#include "fabric/checkpoint_io.h"
 #include "fabric/collective.h"
 #include "fabric/environment.h"
 #include "fabric/precision.h"
@@ -29,8 +34,12 @@ struct ShardingOptions {
 
 class Strategy {
  public:
-  Strategy(std::shared_ptr<Accelerator> accelerator, std::unique_ptr<Precision> precision)
-      : accelerator_(std::move(accelerator)), precision_(std::move(precision)) {}
+  // Without arguments the connector supplies the accelerator and precision.
+  explicit Strategy(std::shared_ptr<Accelerator> accelerator = nullptr, std::shared_ptr<Precision> precision = nullptr,
+                    std::shared_ptr<CheckpointIO> checkpoint_io = nullptr)
+      : accelerator_(std::move(accelerator)),
+        precision_(std::move(precision)),
+        checkpoint_io_(std::move(checkpoint_io)) {}
   virtual ~Strategy() = default;
 
   virtual std::string_view name() const = 0;
@@ -52,12 +61,16 @@ class Strategy {
   virtual void setup_module(torch::nn::Module& module) {}
   virtual void setup_optimizer(torch::optim::Optimizer& optimizer) {}
 
-  virtual void backward(const torch::Tensor& loss) { precision_->backward(loss); }
-  virtual bool optimizer_step(torch::optim::Optimizer& optimizer) {
-    return precision_->optimizer_step(optimizer);
+  // `module` is the model fabric.backward was given (nullptr when none was), for strategies
+  // that need to know which model the loss came from.
+  virtual void backward(const torch::Tensor& loss, torch::nn::Module* module, const BackwardOptions& options) {
+    precision().backward(loss, options);
+  }
+  virtual StepOutcome optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) {
+    return precision().optimizer_step(optimizer, closure);
   }
   // Default dtype (and, for sharded strategies, placement) for init_module/init_tensor.
-  virtual Scope module_init_context() { return precision_->init_context(); }
+  virtual Scope module_init_context() { return precision().init_context(); }
 
   // Around every FabricModule forward: DDP prepares gradient synchronisation here.
   virtual void before_forward(torch::nn::Module& module) {}
@@ -73,8 +86,16 @@ class Strategy {
   // Starts the other local ranks if this strategy needs them and no launcher did.
   virtual void launch() {}
 
-  Accelerator& accelerator() { return *accelerator_; }
-  Precision& precision() { return *precision_; }
+  // What the strategy was given or the connector completed it with; a UsageError before that.
+  Accelerator& accelerator() const;
+  Precision& precision() const;
+  CheckpointIO& checkpoint_io() const;
+  bool has_accelerator() const { return accelerator_ != nullptr; }
+  bool has_precision() const { return precision_ != nullptr; }
+  bool has_checkpoint_io() const { return checkpoint_io_ != nullptr; }
+  void set_accelerator(std::shared_ptr<Accelerator> accelerator) { accelerator_ = std::move(accelerator); }
+  void set_precision(std::shared_ptr<Precision> precision) { precision_ = std::move(precision); }
+  void set_checkpoint_io(std::shared_ptr<CheckpointIO> checkpoint_io) { checkpoint_io_ = std::move(checkpoint_io); }
   // The cluster environment's launcher services (ClusterEnvironment::launcher()), for
   // Fabric and its wrappers to report progress and use the launcher's barriers; nullptr
   // when the launcher offers none. Set once by the connector.
@@ -83,8 +104,31 @@ class Strategy {
 
  private:
   std::shared_ptr<Accelerator> accelerator_;
-  std::unique_ptr<Precision> precision_;
+  std::shared_ptr<Precision> precision_;
+  std::shared_ptr<CheckpointIO> checkpoint_io_;
   LauncherServices* launcher_ = nullptr;
+};
+
+// What the connector resolved for a ParallelStrategy: the devices of this node's local
+// ranks, the number of nodes, this process's environment, and the collectives' timeout.
+struct ParallelConfig {
+  std::vector<torch::Device> parallel_devices;
+  int num_nodes = 1;
+  std::shared_ptr<ClusterEnvironment> environment;
+  bool environment_is_plugin = false;  // a user's ClusterEnvironment: kept as it is after launch()
+  std::chrono::milliseconds timeout = std::chrono::minutes(30);  // FabricOptions::timeout
+};
+
+// A strategy over several processes (Lightning's ParallelStrategy), one device per local
+// rank. The connector calls configure() once, before anything else.
+class ParallelStrategy : public Strategy {
+ public:
+  using Strategy::Strategy;
+
+  // ConfigurationError when the environment's world disagrees with devices x num_nodes.
+  virtual void configure(ParallelConfig config) = 0;
+  // How long a collective or the rendezvous may take (the strategy's own, or the config's).
+  virtual std::chrono::milliseconds timeout() const = 0;
 };
 
 }  // namespace fabric

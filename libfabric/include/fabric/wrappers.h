@@ -124,7 +124,15 @@ class FabricOptimizer {
   // Steps through the strategy and precision. Returns false when the step was skipped
   // because the gradient scaler ("16-mixed") found non-finite gradients.
   bool step();
-  void zero_grad(bool set_to_none = true) { optimizer_->zero_grad(set_to_none); }
+  // Steps with a closure that re-evaluates the model (zero_grad, forward, fabric.backward)
+  // and returns the loss, as closure-based optimizers (torch::optim::LBFGS) need; the
+  // closure runs with gradients enabled. Returns the loss the optimizer returns (LBFGS:
+  // the closure's first one).
+  torch::Tensor step(const LossClosure& closure);
+  // As Python's Optimizer.zero_grad: drops the gradients (set_to_none) or zeroes them in
+  // place. Unlike LibTorch's, it never detach_()es a gradient that has no graph, so DDP's
+  // gradient_as_bucket_view gradients (views of its buckets) can be cleared either way.
+  void zero_grad(bool set_to_none = true);
 
   torch::optim::Optimizer* operator->() const { return optimizer_.get(); }
   torch::optim::Optimizer& optimizer() const { return *optimizer_; }

@@ -2,7 +2,6 @@
 // checkpoint_file (the bytes) and state_dict (modules and optimizers).
 #include <vector>
 
-#include "checkpoint/checkpoint_file.h"
 #include "checkpoint/state_dict.h"
 #include "environments/launcher_services.h"
 #include "fabric/fabric.h"
@@ -52,8 +51,8 @@ State to_state(const torch::IValue& dict_value) {
   return state;
 }
 
-torch::IValue read_top_level_dict(const std::string& path) {
-  torch::IValue checkpoint = checkpoint::read_checkpoint(path);
+torch::IValue read_top_level_dict(CheckpointIO& io, const std::string& path) {
+  torch::IValue checkpoint = io.load_checkpoint(path);
   if (!checkpoint.isGenericDict()) {
     throw CheckpointError("Checkpoint " + path + " holds a " + checkpoint.tagKind() +
                           ", not a dict of named entries. Was it written by fabric.save? For a bare state "
@@ -120,14 +119,14 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
         dict.insert(key, *kept);
       }
     }
-    checkpoint::write_checkpoint(path, dict);
+    strategy_->checkpoint_io().save_checkpoint(dict, path);
   }
   barrier("fabric.save");
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) {
   auto busy = environments::busy(strategy_->launcher(), "checkpoint");
-  torch::IValue checkpoint = read_top_level_dict(path);
+  torch::IValue checkpoint = read_top_level_dict(strategy_->checkpoint_io(), path);
   auto source = checkpoint.toGenericDict();
   std::vector<Commit> commits;
   plan_state(state, source, strict, path, commits);
@@ -142,7 +141,7 @@ State Fabric::load(const std::string& path, State& state, bool strict) {
 }
 
 State Fabric::load(const std::string& path) {
-  State whole = to_state(read_top_level_dict(path));
+  State whole = to_state(read_top_level_dict(strategy_->checkpoint_io(), path));
   barrier("fabric.load");
   return whole;
 }
@@ -151,7 +150,7 @@ void Fabric::load_raw(const std::string& path, const StateValue& target, bool st
   if (!target.is_module() && !target.is_optimizer()) {
     throw UsageError("load_raw loads into a module or an optimizer; use load() for other state.");
   }
-  torch::IValue source = checkpoint::read_checkpoint(path);
+  torch::IValue source = strategy_->checkpoint_io().load_checkpoint(path);
   Commit commit = target.is_module() ? checkpoint::plan_module_load(target.module(), source, strict, path)
                                      : checkpoint::plan_optimizer_load(target.optimizer(), source, path);
   commit();

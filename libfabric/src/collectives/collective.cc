@@ -30,8 +30,24 @@ std::string Collective::broadcast_bytes(const std::string& bytes, int src) {
   return std::string(static_cast<const char*>(data.data_ptr()), static_cast<std::size_t>(data.numel()));
 }
 
+void check_collective_backend(const std::string& backend, torch::Device device) {
+  if (!backend.empty() && backend != "gloo" && backend != "nccl") {
+    throw ConfigurationError("process_group_backend=\"" + backend + "\" is not a backend Fabric for C++ has. Use " +
+                             "\"gloo\" (CPU tensors), \"nccl\" (CUDA tensors), or leave it empty for the device's own.");
+  }
+  if (device.is_cpu() && backend == "nccl") {
+    throw ConfigurationError("process_group_backend=\"nccl\" carries CUDA tensors only, but this process trains on " +
+                             device.str() + ". Use \"gloo\" (or leave it empty) with the cpu accelerator.");
+  }
+  if (device.is_cuda() && backend == "gloo") {
+    throw ConfigurationError("process_group_backend=\"gloo\" on CUDA devices is not supported by Fabric for C++: its Gloo "
+                             "backend carries CPU tensors. Use \"nccl\" (or leave it empty) with CUDA.");
+  }
+}
+
 std::unique_ptr<Collective> make_collective(const ClusterEnvironment& environment, torch::Device device,
                                             CollectiveOptions options) {
+  check_collective_backend(options.backend, device);
   if (device.is_cpu()) return collectives::make_gloo_collective(environment, options);
 #ifdef FABRIC_WITH_NCCL
   if (device.is_cuda()) return collectives::make_nccl_collective(environment, options, device);

@@ -21,8 +21,8 @@ class MixedPrecision final : public Precision {
   std::optional<torch::ScalarType> input_dtype() const override { return dtype_; }
   bool converts_output() const override { return true; }
   bool requires_fabric_backward() const override { return true; }
-  void backward(const torch::Tensor& loss) const override;
-  bool optimizer_step(torch::optim::Optimizer& optimizer) override;
+  void backward(const torch::Tensor& loss, const BackwardOptions& options) const override;
+  StepOutcome optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) override;
   void unscale_gradients(torch::optim::Optimizer& optimizer) override;
   GradScaler* grad_scaler() override { return scaler_.get(); }
 

@@ -106,6 +106,77 @@ TEST(Ddp, LaunchingRankThatFails_TakesItsLocalRanksDown) {
 
 TEST(Ddp, FindUnusedParametersStrategy_AllowsThem) { run_ranks(2, {"unused-allowed"}); }
 
+// Each rank's output, once it exited 0 (rank 0: `rank0_exit`).
+std::vector<std::string> outputs_of(int world, std::vector<std::string> args, int rank0_exit = 0) {
+  auto ranks = testing::start_ranks(DDP_WORKER, world, std::move(args));
+  std::vector<std::string> outputs;
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    const int code = exit_code(ranks[r], std::chrono::seconds(120));
+    outputs.push_back(read_file(ranks[r].output));
+    EXPECT_EQ(code, r == 0 ? rank0_exit : 0) << "rank " << r << ": " << outputs.back();
+    ::unlink(ranks[r].output.c_str());
+  }
+  return outputs;
+}
+
+// Each DDPOptions still trains to where one process on the whole batches ends.
+class DdpOptionParity : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(DdpOptionParity, TrainsToTheSingleProcessParameters) {
+  testing::ScopedTempDir dir;
+  const std::string out = dir / "ddp.pt";
+  std::vector<std::string> args{"train", "32-true", "10", out};
+  args.insert(args.end(), GetParam().begin(), GetParam().end());
+  const auto outputs = outputs_of(2, args);
+  expect_close(saved(out), single_process("32-true", 10, 2, /*accumulate=*/false));
+  // gradient_as_bucket_view: the gradients are views of the reducer's one bucket.
+  const bool views = std::find(GetParam().begin(), GetParam().end(), "gradient_as_bucket_view") != GetParam().end();
+  EXPECT_NE(outputs[0].find(views ? "grads in one storage: yes" : "grads in one storage: no"), std::string::npos)
+      << outputs[0];
+}
+
+INSTANTIATE_TEST_SUITE_P(Options, DdpOptionParity,
+                         ::testing::Values(std::vector<std::string>{"static_graph"},
+                                           std::vector<std::string>{"gradient_as_bucket_view"},
+                                           std::vector<std::string>{"bucket_cap_mb=0.0001"},
+                                           std::vector<std::string>{"backend=gloo"}),
+                         [](const auto& info) {
+                           std::string name = info.param.front().substr(0, info.param.front().find('='));
+                           std::erase(name, '_');
+                           return name;
+                         });
+
+int bucket_count(const std::string& bucket_cap_mb) {
+  const auto outputs = outputs_of(2, {"buckets", bucket_cap_mb});
+  const auto at = outputs[0].find("buckets ");
+  EXPECT_NE(at, std::string::npos) << outputs[0];
+  return at == std::string::npos ? -1 : std::stoi(outputs[0].substr(at + 8));
+}
+
+TEST(DdpOptions, BucketCap_SetsHowManyBucketsTheGradientsGoIn) {
+  // Six 256 KiB weights (1.5 MiB): once rebuilt after the first step, the default 25 MiB
+  // cap holds them in one bucket; a 0.25 MiB cap needs several (4 here: PyTorch keeps a 1 MiB first bucket).
+  const int small = bucket_count("0.25"), large = bucket_count("25");
+  EXPECT_LE(large, 2);
+  EXPECT_GE(small, 3);
+  EXPECT_GT(small, large);
+}
+
+TEST(DdpOptions, BroadcastBuffers_GivesEveryRankRankZerosBuffers) {
+  EXPECT_NE(outputs_of(2, {"buffers", "on"})[1].find("buffer 0\n"), std::string::npos);
+  EXPECT_NE(outputs_of(2, {"buffers", "off"})[1].find("buffer 1\n"), std::string::npos);
+}
+
+TEST(DdpOptions, StaticGraph_AllowsAParameterThatNeverGetsAGradient) {
+  // The same model is refused under plain "ddp" (ParameterWithoutGradient_IsReportedByName).
+  outputs_of(2, {"static-unused"});
+}
+
+TEST(DdpOptions, Timeout_BoundsACollectiveWhoseBodyNeverComes) {
+  const auto outputs = outputs_of(2, {"timeout", "1500"}, /*expected=*/6);
+  EXPECT_NE(outputs[0].find("COLLECTIVE_ERROR: "), std::string::npos) << outputs[0];
+}
+
 // torchrun (the pinned wheel's) restarts the group after rank 1 is killed; the new group
 // must rendezvous cleanly although the agent's store still holds the old group's keys.
 TEST(Ddp, UnderTorchrunTheRestartedGroupRendezvousAfresh) {

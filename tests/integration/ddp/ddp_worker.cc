@@ -1,6 +1,17 @@
 // One rank of the DDP tests (ddp_test.cc starts several with torchrun-style variables):
-//   train PRECISION STEPS OUT        DDP training, each rank on its slice of every global
-//                                    batch; rank 0 saves the final model to OUT
+//   train PRECISION STEPS OUT [OPT]  DDP training, each rank on its slice of every global
+//                                    batch; rank 0 saves the final model to OUT. OPT are
+//                                    DDPOptions: static_graph, gradient_as_bucket_view,
+//                                    bucket_cap_mb=MB, backend=NAME; prints "grads in one
+//                                    storage: yes|no" after the last backward
+//   buckets MB                       a 6-layer model under bucket_cap_mb=MB: prints
+//                                    "buckets N" after two steps
+//   buffers on|off                   broadcast_buffers: rank 1 sets its buffer to 1 after
+//                                    setup, then one training forward; prints "buffer V"
+//   static-unused                    a parameter that never gets a gradient, under
+//                                    static_graph: three steps, exit 0
+//   timeout MS                       DDPOptions::timeout=MS; rank 1 never joins the
+//                                    all_reduce: rank 0 exits 6 with "COLLECTIVE_ERROR: ..."
 //   accumulate OUT                   one step from two micro-batches, the first inside
 //                                    no_backward_sync; rank 0 saves the model to OUT
 //   unused                           a parameter that never gets a gradient: exit 4 with
@@ -31,6 +42,7 @@
 
 #include "ddp_reference.h"
 #include "fabric/fabric.h"
+#include "fabric/strategies.h"
 
 // A module whose forward never touches `unused`.
 struct PartlyUsed : torch::nn::Module {
@@ -38,6 +50,45 @@ struct PartlyUsed : torch::nn::Module {
   torch::nn::Linear unused = register_module("unused", torch::nn::Linear(4, 2));
   torch::Tensor forward(const torch::Tensor& x) { return used(x); }
 };
+
+// Exits 1 naming what was wrong.
+void require(bool ok, const char* what) {
+  if (!ok) {
+    std::cerr << "WRONG: " << what << std::endl;
+    std::exit(1);
+  }
+}
+
+// A module with one buffer that forward leaves alone, to see broadcast_buffers at work.
+struct WithBuffer : torch::nn::Module {
+  torch::nn::Linear linear = register_module("linear", torch::nn::Linear(4, 2));
+  torch::Tensor marker = register_buffer("marker", torch::zeros({3}));
+  torch::Tensor forward(const torch::Tensor& x) { return linear(x); }
+};
+
+// DDPOptions from "static_graph", "gradient_as_bucket_view", "bucket_cap_mb=MB", "backend=NAME".
+fabric::DDPOptions ddp_options(char** first, char** last) {
+  fabric::DDPOptions options;
+  for (; first != last; ++first) {
+    const std::string option = *first;
+    if (option == "static_graph") options.static_graph = true;
+    else if (option == "gradient_as_bucket_view") options.gradient_as_bucket_view = true;
+    else if (option.starts_with("bucket_cap_mb=")) options.bucket_cap_mb = std::stod(option.substr(14));
+    else if (option.starts_with("backend=")) options.process_group_backend = option.substr(8);
+    else throw std::invalid_argument("unknown DDP option " + option);
+  }
+  return options;
+}
+
+// Whether every parameter's gradient lies in one allocation (the reducer's bucket).
+template <typename Model>
+bool grads_share_storage(const Model& model) {
+  const auto params = model.parameters();
+  for (const auto& param : params) {
+    if (!param.grad().defined() || !param.grad().storage().is_alias_of(params.front().grad().storage())) return false;
+  }
+  return true;
+}
 
 // The restart generation, as fabricd or torchrun numbers it.
 int generation() {
@@ -79,7 +130,9 @@ int main(int argc, char** argv) {
   try {
     if (scenario == "train" || scenario == "accumulate") {
       const std::string precision = scenario == "train" ? argv[2] : "32-true";
-      fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .precision = precision});
+      auto strategy = std::make_shared<fabric::DDPStrategy>(
+          scenario == "train" ? ddp_options(argv + std::min(argc, 5), argv + argc) : fabric::DDPOptions{});
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy, .precision = precision});
       fabric.launch();
       auto [model, optimizer] = fabric.setup(ddp_reference::build_model(), [](auto params) {
         return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1).momentum(0.9));
@@ -88,6 +141,7 @@ int main(int argc, char** argv) {
       if (scenario == "train") {
         const int steps = std::stoi(argv[3]);
         for (int step = 0; step < steps; ++step) train_step(fabric, model, optimizer, step);
+        std::cout << "grads in one storage: " << (grads_share_storage(model) ? "yes" : "no") << std::endl;
         fabric.save(argv[4], {{"model", model}});
       } else {
         // Two micro-batches per rank: rows [2r, 2r+1] halves of rank r's slice of step 0.
@@ -102,6 +156,58 @@ int main(int argc, char** argv) {
         }
         optimizer.step();
         fabric.save(argv[2], {{"model", model}});
+      }
+    } else if (scenario == "buckets") {
+      auto strategy = std::make_shared<fabric::DDPStrategy>(fabric::DDPOptions{.bucket_cap_mb = std::stod(argv[2])});
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy});
+      fabric.launch();
+      torch::nn::Sequential layers;
+      for (int i = 0; i < 6; ++i) layers->push_back(torch::nn::Linear(256, 256));  // 256 KiB of weights each
+      auto [model, optimizer] = fabric.setup(layers, [](auto params) {
+        return std::make_shared<torch::optim::SGD>(params, torch::optim::SGDOptions(0.01));
+      });
+      for (int step = 0; step < 2; ++step) {  // the second forward rebuilds the buckets in arrival order
+        optimizer.zero_grad();
+        fabric.backward(model(torch::randn({4, 256})).square().mean());
+        optimizer.step();
+      }
+      std::cout << "buckets " << strategy->buckets(*model).size() << std::endl;
+    } else if (scenario == "buffers") {
+      auto strategy = std::make_shared<fabric::DDPStrategy>(
+          fabric::DDPOptions{.broadcast_buffers = std::string(argv[2]) == "on"});
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy});
+      fabric.launch();
+      auto model = fabric.setup_module(std::make_shared<WithBuffer>());
+      if (fabric.global_rank() == 1) model->marker.fill_(1.0);
+      fabric.backward(model(torch::ones({2, 4})).sum());
+      std::cout << "buffer " << model->marker.sum().item<double>() / 3 << std::endl;
+    } else if (scenario == "static-unused") {
+      auto strategy = std::make_shared<fabric::DDPStrategy>(fabric::DDPOptions{.static_graph = true});
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy});
+      fabric.launch();
+      auto model = fabric.setup_module(std::make_shared<PartlyUsed>());
+      for (int step = 0; step < 3; ++step) {
+        for (auto& param : model->parameters()) param.mutable_grad() = torch::Tensor();
+        fabric.backward(model(torch::full({1, 4}, 1.0 + fabric.global_rank())).sum());
+      }
+      // Averaged across ranks: the inputs were 1 and 2, so d(sum)/d(bias) = 1 and d/d(weight) = 1.5.
+      require(model->used->weight.grad().allclose(torch::full({2, 4}, 1.5)), "used weight's gradient is averaged");
+      require(!model->unused->weight.grad().defined() || model->unused->weight.grad().abs().sum().item<double>() == 0,
+              "the unused parameter got no gradient");
+    } else if (scenario == "timeout") {
+      const auto timeout = std::chrono::milliseconds(std::stoi(argv[2]));
+      auto strategy = std::make_shared<fabric::DDPStrategy>(fabric::DDPOptions{.timeout = timeout});
+      fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy});
+      fabric.launch();
+      if (fabric.global_rank() == 1) {
+        std::this_thread::sleep_for(timeout * 4);  // never joins while rank 0 waits
+        return 0;
+      }
+      try {
+        fabric.all_reduce(torch::ones({1}));
+      } catch (const fabric::CollectiveError& error) {
+        std::cout << "COLLECTIVE_ERROR: " << error.what() << std::endl;
+        return 6;
       }
     } else if (scenario == "flaky") {
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
@@ -157,12 +263,6 @@ int main(int argc, char** argv) {
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
       fabric.launch();
       const int rank = fabric.global_rank(), world = fabric.world_size();
-      auto require = [](bool ok, const char* what) {
-        if (!ok) {
-          std::cerr << "WRONG: " << what << std::endl;
-          std::exit(1);
-        }
-      };
       require(fabric.broadcast(rank == 0 ? std::string("from rank zero") : std::string(), 0) == "from rank zero",
               "broadcast string");
       require(fabric.broadcast(rank == 1 ? 42 : 0, 1) == 42, "broadcast int from rank 1");

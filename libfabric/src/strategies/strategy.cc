@@ -1,0 +1,23 @@
+#include "fabric/strategy.h"
+
+#include "fabric/errors.h"
+
+namespace fabric {
+namespace {
+
+template <typename T>
+T& completed(const std::shared_ptr<T>& part, std::string_view strategy, const char* what) {
+  if (!part) {
+    throw UsageError("The " + std::string(strategy) + " strategy has no " + what +
+                     " yet: pass it to fabric::Fabric, which completes it with the options it resolves.");
+  }
+  return *part;
+}
+
+}  // namespace
+
+Accelerator& Strategy::accelerator() const { return completed(accelerator_, name(), "accelerator"); }
+Precision& Strategy::precision() const { return completed(precision_, name(), "precision"); }
+CheckpointIO& Strategy::checkpoint_io() const { return completed(checkpoint_io_, name(), "checkpoint IO"); }
+
+}  // namespace fabric
