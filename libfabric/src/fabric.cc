@@ -9,6 +9,7 @@
 #include "log/log.h"
 #include "connector.h"
 #include "environments/launcher_services.h"
+#include "utilities/empty_init.h"
 #include "utilities/env.h"
 #include "utilities/optimizer_state.h"
 
@@ -128,10 +129,13 @@ Scope Fabric::init_tensor() { return strategy_->precision().init_context(); }
 
 Scope Fabric::init_module(bool empty_init) {
   validate_launched("init_module");
-  // empty_init only promises that initial values do not matter. LibTorch's C++ init
-  // functions cannot be intercepted, so weights are still initialised: correct, not faster.
-  (void)empty_init;
-  return strategy_->module_init_context();
+  if (!empty_init) return strategy_->module_init_context();
+  auto context = std::make_shared<Scope>(strategy_->module_init_context());
+  auto skip = std::make_shared<Scope>(utilities::skip_random_initialization());
+  return Scope([context, skip]() mutable {  // exits in reverse order of entry
+    skip.reset();
+    context.reset();
+  });
 }
 
 double MetricValue::to_double(const std::string& name) const {

@@ -222,8 +222,9 @@ class Fabric {
   Scope autocast();
   // Tensors created in this scope get the precision's dtype ("64-true" => float64).
   Scope init_tensor();
-  // Modules created in this scope get the precision's dtype; with empty_init the weights
-  // are left uninitialised (for a checkpoint that overwrites them anyway).
+  // Modules created in this scope get the precision's dtype. With empty_init their random
+  // initialisation is skipped (weights are left as uninitialised memory, for a checkpoint
+  // that overwrites them anyway); deterministic fills such as BatchNorm's still run.
   Scope init_module(bool empty_init = false);
 
   // Moves tensors (in any nesting of containers) or a module to this process's device.

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <map>
 #include <string>
 
@@ -365,6 +367,34 @@ TEST(Conflicts, SingleDeviceInstanceOnSeveralDevices_IsRefused) {
   });
   EXPECT_NE(error.find("single_device"), std::string::npos) << error;
   EXPECT_NE(error.find("2 device(s)"), std::string::npos) << error;
+}
+
+torch::Tensor cpu_generator_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+
+TEST(InitModule, EmptyInit_SkipsTheRandomFillsAndNothingElse) {
+  Fabric fabric({.accelerator = "cpu"});
+  torch::Tensor kept = torch::full({2, 2}, 7.0f);
+  torch::manual_seed(11);
+  const torch::Tensor generator_before = cpu_generator_state();
+  torch::nn::BatchNorm1d norm = nullptr;
+  {
+    auto empty = fabric.init_module(/*empty_init=*/true);
+    torch::nn::init::kaiming_uniform_(kept);
+    torch::nn::init::normal_(kept);
+    torch::nn::Linear(512, 512);
+    norm = torch::nn::BatchNorm1d(8);
+  }
+  EXPECT_TRUE(kept.equal(torch::full({2, 2}, 7.0f))) << "the fills left it alone";
+  EXPECT_TRUE(cpu_generator_state().equal(generator_before)) << "no random number was drawn";
+  EXPECT_TRUE(norm->running_var.equal(torch::ones({8}))) << "deterministic fills still run";
+  EXPECT_TRUE(norm->weight.equal(torch::ones({8})));
+  torch::nn::init::uniform_(kept);
+  EXPECT_FALSE(kept.equal(torch::full({2, 2}, 7.0f))) << "after the scope, initialisation is back";
+  {
+    auto normal = fabric.init_module();
+    torch::nn::Linear(4, 4);
+  }
+  EXPECT_FALSE(cpu_generator_state().equal(generator_before)) << "without empty_init, weights are drawn";
 }
 
 TEST(DdpOptions, InvalidValues_SayWhatIsValid) {
