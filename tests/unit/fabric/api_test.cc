@@ -6,12 +6,15 @@
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <map>
 #include <string>
 
 #include "fabric/fabric.h"
 #include "fabric/strategies.h"
+#include "support/temp_dir.h"
 
 namespace fabric {
 namespace {
@@ -327,6 +330,20 @@ TEST(Instances, CheckpointIoPlugin_WritesAndReadsEveryCheckpoint) {
   const State rest = fabric.load(path, state);
   EXPECT_TRUE(model->weight.equal(saved));
   EXPECT_EQ(rest.get<std::int64_t>("step"), 7);
+}
+
+TEST(Instances, TorchCheckpointIo_RemovesAFileOrAFolderAndToleratesNothing) {
+  testing::ScopedTempDir dir;
+  TorchCheckpointIO io;
+  io.save_checkpoint(torch::IValue(torch::ones({2})), dir / "one.pt");
+  ASSERT_TRUE(io.load_checkpoint(dir / "one.pt").toTensor().equal(torch::ones({2})));
+  ASSERT_EQ(::mkdir((dir / "sharded").c_str(), 0755), 0);
+  io.save_checkpoint(torch::IValue(torch::ones({2})), dir / "sharded/shard-0.pt");
+  io.remove_checkpoint(dir / "one.pt");
+  io.remove_checkpoint(dir / "sharded");
+  io.remove_checkpoint(dir / "never-written");
+  EXPECT_NE(::access((dir / "one.pt").c_str(), F_OK), 0);
+  EXPECT_NE(::access((dir / "sharded").c_str(), F_OK), 0);
 }
 
 TEST(Conflicts, TwoPluginsOfOneKind_AreRefused) {
