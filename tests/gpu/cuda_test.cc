@@ -91,6 +91,28 @@ TEST_F(Cuda, GradScalerSkipsTheStepOnFp16OverflowAndBacksOff) {
   EXPECT_FALSE(torch::equal(model->fc1->weight.detach(), before));
 }
 
+TEST_F(Cuda, GradScaling_RefusesLbfgsAndClosures_ButPassesBackwardArguments) {
+  Fabric fabric({.accelerator = "cuda", .devices = 1, .precision = "16-mixed"});
+  auto [model, lbfgs] = fabric.setup(ProbeNet(), [](auto params) {
+    return std::make_shared<torch::optim::LBFGS>(params, torch::optim::LBFGSOptions(0.1));
+  });
+  const auto closure = [&, &model = model] {
+    torch::Tensor loss = model(torch::randn({2, 8}, torch::kCUDA)).mean();
+    fabric.backward(loss);
+    return loss;
+  };
+  try {
+    lbfgs.step(closure);
+    FAIL() << "16-mixed with LBFGS must be refused";
+  } catch (const UsageError& error) {
+    EXPECT_NE(std::string(error.what()).find("LBFGS"), std::string::npos) << error.what();
+  }
+  // The scaled loss still gets autograd's arguments: only the first layer's bias accumulates.
+  fabric.backward(model(torch::randn({2, 8}, torch::kCUDA)).mean(), {.inputs = {model->fc1->bias}});
+  EXPECT_TRUE(model->fc1->bias.grad().defined());
+  EXPECT_FALSE(model->fc1->weight.grad().defined());
+}
+
 TEST_F(Cuda, TruePrecisionsConvertTheModelAndItsInputs) {
   for (const auto& [precision, dtype] : {std::pair{"16-true", torch::kHalf}, std::pair{"bf16-true", torch::kBFloat16}}) {
     Fabric fabric({.accelerator = "cuda", .devices = 1, .precision = precision});
