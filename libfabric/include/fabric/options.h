@@ -95,23 +95,14 @@ class Devices {
 // precision=: a Lightning precision string ("bf16-mixed", "64-true", ...), a legacy alias
 // ("bf16", "16", "32", "64"), an int (64, 32, 16), or a Precision instance. Empty means
 // the default, "32-true".
-class PrecisionInput {
+class PrecisionInput : public NameOrInstance<Precision> {
  public:
-  PrecisionInput() = default;
-  PrecisionInput(int bits) : value_(std::to_string(bits)) {}
-  PrecisionInput(const char* value) : value_(value) {}
-  PrecisionInput(std::string value) : value_(std::move(value)) {}
-  template <typename Derived>
-    requires std::is_convertible_v<Derived*, Precision*>
-  PrecisionInput(std::shared_ptr<Derived> instance) : instance_(std::move(instance)) {}
+  using NameOrInstance::NameOrInstance;
+  PrecisionInput() : NameOrInstance(std::string()) {}
+  PrecisionInput(int bits) : NameOrInstance(std::to_string(bits)) {}
 
-  const std::string& value() const { return value_; }
-  const std::shared_ptr<Precision>& instance() const { return instance_; }
-  bool empty() const { return value_.empty() && !instance_; }
-
- private:
-  std::string value_;
-  std::shared_ptr<Precision> instance_;
+  const std::string& value() const { return name(); }
+  bool empty() const { return name().empty() && !instance(); }
 };
 
 struct FabricOptions {

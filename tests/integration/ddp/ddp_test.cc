@@ -53,13 +53,20 @@ void expect_close(const std::vector<torch::Tensor>& ours, const std::vector<torc
   }
 }
 
-void run_ranks(int world, std::vector<std::string> args) {
+// Each rank's output, once it exited 0 (rank 0: `rank0_exit`).
+std::vector<std::string> outputs_of(int world, std::vector<std::string> args, int rank0_exit = 0) {
   auto ranks = testing::start_ranks(DDP_WORKER, world, std::move(args));
-  for (auto& rank : ranks) {
-    EXPECT_EQ(exit_code(rank, std::chrono::seconds(120)), 0) << read_file(rank.output);
-    ::unlink(rank.output.c_str());
+  std::vector<std::string> outputs;
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    const int code = exit_code(ranks[r], std::chrono::seconds(120));
+    outputs.push_back(read_file(ranks[r].output));
+    EXPECT_EQ(code, r == 0 ? rank0_exit : 0) << "rank " << r << ": " << outputs.back();
+    ::unlink(ranks[r].output.c_str());
   }
+  return outputs;
 }
+
+void run_ranks(int world, std::vector<std::string> args) { outputs_of(world, std::move(args)); }
 
 class DdpParity : public ::testing::TestWithParam<std::string> {};
 
@@ -105,19 +112,6 @@ TEST(Ddp, LaunchingRankThatFails_TakesItsLocalRanksDown) {
 }
 
 TEST(Ddp, FindUnusedParametersStrategy_AllowsThem) { run_ranks(2, {"unused-allowed"}); }
-
-// Each rank's output, once it exited 0 (rank 0: `rank0_exit`).
-std::vector<std::string> outputs_of(int world, std::vector<std::string> args, int rank0_exit = 0) {
-  auto ranks = testing::start_ranks(DDP_WORKER, world, std::move(args));
-  std::vector<std::string> outputs;
-  for (std::size_t r = 0; r < ranks.size(); ++r) {
-    const int code = exit_code(ranks[r], std::chrono::seconds(120));
-    outputs.push_back(read_file(ranks[r].output));
-    EXPECT_EQ(code, r == 0 ? rank0_exit : 0) << "rank " << r << ": " << outputs.back();
-    ::unlink(ranks[r].output.c_str());
-  }
-  return outputs;
-}
 
 // Each DDPOptions still trains to where one process on the whole batches ends.
 class DdpOptionParity : public ::testing::TestWithParam<std::vector<std::string>> {};
