@@ -8,10 +8,12 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "jobs/log_buffer.h"
 #include "coordinator/placement.h"
@@ -245,6 +247,9 @@ struct Coordinator::Impl final : JobFeed {
   ProgressBoard board;                                    // the running jobs' progress
   std::optional<int> collector;
   std::map<std::string, std::string> request_ids;     // request_key(owner, request_id) -> job_id
+  std::set<std::string> unwritten;                    // jobs whose last change the store refused
+  std::chrono::steady_clock::time_point last_write_retry;
+  bool was_deposed = false;
   std::thread reconciler;
 
   explicit Impl(CoordinatorOptions coordinator_options) : options(std::move(coordinator_options)) {
@@ -308,11 +313,41 @@ struct Coordinator::Impl final : JobFeed {
 
   // --- Durable changes (mutex held) -------------------------------------------------
 
-  void persist(JobEntry& entry) {
+  // Writes the job through; returns why not when the store refused. A store that cannot
+  // take writes now (etcd without a quorum) leaves the change in memory, and the reconciler
+  // writes it again at every tick until the store takes it. A conflict means another
+  // coordinator wrote the job: this one leads no more.
+  std::optional<std::string> persist(JobEntry& entry) {
+    const std::string& job_id = entry.stored.record.job().job_id();
     try {
-      entry.stored.sequence = options.store->put_job(entry.stored);
+      options.store->put_job(entry.stored);
+      if (unwritten.erase(job_id) > 0) std::cerr << "fabricd serve: job " << job_id << " written to the store again" << std::endl;
+      return std::nullopt;
+    } catch (const JobStoreConflict& error) {
+      deposed(error.what());
+      return error.what();
     } catch (const JobStoreError& error) {
-      std::cerr << "fabricd serve: " << error.what() << std::endl;  // the job lives on in memory
+      if (unwritten.insert(job_id).second) {
+        std::cerr << "fabricd serve: " << error.what() << " (job " << job_id << " kept in memory, written again when the store takes writes)" << std::endl;
+      }
+      return error.what();
+    }
+  }
+
+  void deposed(const std::string& why) {
+    if (std::exchange(was_deposed, true)) return;
+    std::cerr << "fabricd serve: another coordinator wrote to the job store: " << why << std::endl;
+    if (options.on_deposed) options.on_deposed(why);
+  }
+
+  void write_unwritten() {
+    const std::set<std::string> pending = unwritten;
+    for (const std::string& job_id : pending) {
+      if (const auto entry = jobs.find(job_id); entry != jobs.end()) {
+        if (persist(*entry->second)) return;  // still refused: the rest would be too
+      } else {
+        unwritten.erase(job_id);
+      }
     }
   }
 
@@ -586,6 +621,12 @@ struct Coordinator::Impl final : JobFeed {
               [](const JobEntry* a, const JobEntry* b) { return a->stored.sequence < b->stored.sequence; });
     for (JobEntry* entry : waiting) try_start(*entry);
     forget_old_jobs();
+    // Last, and once a second: a store that refuses writes may take seconds to say so, and
+    // the heartbeats waiting on the mutex must be heard before the next silence check.
+    if (!unwritten.empty() && now - last_write_retry >= std::chrono::seconds(1)) {
+      last_write_retry = now;
+      write_unwritten();
+    }
   }
 
   void forget_old_jobs() {
@@ -684,7 +725,10 @@ struct Coordinator::Impl final : JobFeed {
     *job.mutable_create_time() = now_timestamp();
     entry->stored.record.set_request_id(request.request_id());
     entry->stored.record.set_job_secret(random_secret());
-    persist(*entry);
+    if (const auto refused = persist(*entry)) {
+      unwritten.erase(job.job_id());  // never accepted: nothing to write again
+      return {grpc::StatusCode::UNAVAILABLE, "the job was not submitted: " + *refused + "; retry later"};
+    }
     entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
     if (!request.request_id().empty()) request_ids[idempotency_key] = job.job_id();
     *response.mutable_job() = job;

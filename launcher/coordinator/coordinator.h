@@ -49,6 +49,10 @@ struct CoordinatorOptions {
   // Prometheus families when set (must outlive the coordinator): fabricd_jobs{state},
   // fabricd_agents, and ranks/rank_metrics.h's exits and restarts as agents report them.
   MetricsRegistry* metrics = nullptr;
+  // Called once, with the store's words, when a write finds that another coordinator wrote
+  // the job store since (JobStoreConflict): this one no longer leads and must stop acting.
+  // `fabricd serve` exits so that its supervisor starts it again as a follower.
+  std::function<void(const std::string&)> on_deposed;
 };
 
 class Coordinator {

@@ -1,7 +1,8 @@
 // The embedded JobStore: one SQLite file. Jobs are kept as their serialized Job message
 // beside the columns queries need; every write is one transaction, durable on return
 // (WAL journal, synchronous=FULL), so a coordinator killed at any instant restarts with
-// every job it had acknowledged.
+// every job it had acknowledged. Each job row carries a revision, bumped by every write and
+// compared by it (UPDATE … WHERE revision = ?), which is the compare-and-swap JobStore asks.
 #include <sqlite3.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -41,6 +42,7 @@ class Statement {
   bool step() {
     const int code = sqlite3_step(statement_);
     if (code == SQLITE_ROW) return true;
+    if ((code & 0xff) == SQLITE_CONSTRAINT) throw JobStoreConflict(std::string("job store: ") + sqlite3_errmsg(db_));
     if (code != SQLITE_DONE) fail("step");
     return false;
   }
@@ -80,7 +82,8 @@ class SqliteJobStore final : public JobStore {
       execute("PRAGMA synchronous=FULL");
       execute(
           "CREATE TABLE IF NOT EXISTS jobs (sequence INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT UNIQUE NOT NULL, "
-          "request_id TEXT NOT NULL, job BLOB NOT NULL)");
+          "request_id TEXT NOT NULL, job BLOB NOT NULL, revision INTEGER NOT NULL DEFAULT 1)");
+      add_revision_column();
       execute(
           "CREATE TABLE IF NOT EXISTS sessions (agent_id TEXT PRIMARY KEY, node_name TEXT NOT NULL, "
           "address TEXT NOT NULL, slots INTEGER NOT NULL)");
@@ -91,20 +94,27 @@ class SqliteJobStore final : public JobStore {
   }
   ~SqliteJobStore() override { sqlite3_close(db_); }
 
-  std::int64_t put_job(const StoredJob& stored) override {
+  void put_job(StoredJob& stored) override {
     std::lock_guard lock(mutex_);
     std::string blob;
     stored.record.SerializeToString(&blob);
     const std::string& job_id = stored.record.job().job_id();
     const std::string& request_id = stored.record.request_id();
-    if (stored.sequence == 0) {
-      Statement insert(db_, "INSERT INTO jobs (job_id, request_id, job) VALUES (?, ?, ?)");
-      insert.bind(1, job_id).bind(2, request_id).bind_blob(3, blob).step();
-      return sqlite3_last_insert_rowid(db_);
+    if (stored.revision == 0) {
+      Statement insert(db_, "INSERT INTO jobs (job_id, request_id, job, revision) VALUES (?, ?, ?, 1)");
+      insert.bind(1, job_id).bind(2, request_id).bind_blob(3, blob).step();  // a taken job_id: JobStoreConflict
+      stored.sequence = sqlite3_last_insert_rowid(db_);
+      stored.revision = 1;
+      return;
     }
-    Statement replace(db_, "INSERT OR REPLACE INTO jobs (sequence, job_id, request_id, job) VALUES (?, ?, ?, ?)");
-    replace.bind(1, stored.sequence).bind(2, job_id).bind(3, request_id).bind_blob(4, blob).step();
-    return stored.sequence;
+    // One statement, so atomic against every other connection to the file.
+    Statement update(db_, "UPDATE jobs SET request_id = ?, job = ?, revision = revision + 1 WHERE job_id = ? AND revision = ?");
+    update.bind(1, request_id).bind_blob(2, blob).bind(3, job_id).bind(4, stored.revision).step();
+    if (sqlite3_changes(db_) == 0) {
+      throw JobStoreConflict("job store: job " + job_id + " is no longer at revision " +
+                             std::to_string(stored.revision) + ": another writer changed or deleted it");
+    }
+    ++stored.revision;
   }
 
   void delete_job(const std::string& job_id) override {
@@ -115,9 +125,9 @@ class SqliteJobStore final : public JobStore {
   std::vector<StoredJob> load_jobs() override {
     std::lock_guard lock(mutex_);
     std::vector<StoredJob> jobs;
-    Statement select(db_, "SELECT sequence, job FROM jobs ORDER BY sequence");
+    Statement select(db_, "SELECT sequence, job, revision FROM jobs ORDER BY sequence");
     while (select.step()) {
-      StoredJob stored{.sequence = select.integer(0)};
+      StoredJob stored{.sequence = select.integer(0), .revision = select.integer(2)};
       if (!stored.record.ParseFromString(select.text(1))) {
         throw JobStoreError("job store: job #" + std::to_string(stored.sequence) + " does not parse as fabric.v1.JobRecord");
       }
@@ -155,6 +165,12 @@ class SqliteJobStore final : public JobStore {
   }
 
  private:
+  // A file written before jobs had revisions gets the column (every job at revision 1).
+  void add_revision_column() {
+    Statement columns(db_, "SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'revision'");
+    if (!columns.step()) execute("ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1");
+  }
+
   void execute(const char* sql) {
     char* error = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {

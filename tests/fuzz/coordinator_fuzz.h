@@ -45,7 +45,7 @@ inline const std::vector<std::string> kTokens = {"tok-admin-0123456789", "tok-al
 class SharedStore final : public launcher::JobStore {
  public:
   explicit SharedStore(std::shared_ptr<launcher::JobStore> inner) : inner_(std::move(inner)) {}
-  std::int64_t put_job(const launcher::StoredJob& job) override { return inner_->put_job(job); }
+  void put_job(launcher::StoredJob& job) override { inner_->put_job(job); }
   void delete_job(const std::string& id) override { inner_->delete_job(id); }
   std::vector<launcher::StoredJob> load_jobs() override { return inner_->load_jobs(); }
   void put_session(const launcher::StoredSession& s) override { inner_->put_session(s); }
