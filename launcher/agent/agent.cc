@@ -17,6 +17,7 @@
 
 #include "fabric/v1/agent.grpc.pb.h"
 #include "jobs/job_spec.h"
+#include "leader/leader_channel.h"
 #include "ranks/health_watch.h"
 #include "ranks/job_progress.h"
 #include "ranks/output_router.h"
@@ -128,8 +129,7 @@ struct Agent::Impl {
   AgentOptions options;
   RendezvousServer server;
   const std::string ranks_tls_ca;  // FABRICD_TLS_CA of the ranks: empty in plain text
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::AgentService::Stub> stub;
+  LeaderChannel leader;  // the coordinator, or the leader among several
   LogQueue logs;
 
   std::mutex mutex;
@@ -154,8 +154,8 @@ struct Agent::Impl {
                 .credentials = rank_facing_credentials(options.security),
                 .metrics = options.metrics}),
         ranks_tls_ca(options.security.insecure ? "" : std::filesystem::absolute(options.security.tls.ca).string()),
-        channel(secure_channel(options.coordinator, options.security)),
-        stub(v1::AgentService::NewStub(channel)) {
+        leader(options.coordinator,
+               [this](const std::string& address) { return secure_channel(address, options.security); }) {
     if (options.metrics) {
       metrics.emplace(*options.metrics);
       heartbeat_collector = options.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
@@ -170,6 +170,8 @@ struct Agent::Impl {
   ~Impl() {
     if (heartbeat_collector) options.metrics->remove_collector(*heartbeat_collector);
   }
+
+  std::unique_ptr<v1::AgentService::Stub> stub() { return v1::AgentService::NewStub(leader.channel()); }
 
   void say(const std::string& text) { std::cerr << "fabricd agent " << options.node_name << ": " << text << std::endl; }
 
@@ -226,8 +228,9 @@ struct Agent::Impl {
     request.set_free_port(free_tcp_port(false));
     v1::RegisterResponse response;
     grpc::ClientContext context;
-    const grpc::Status status = stub->Register(with_deadline(context, milliseconds(5000)), request, &response);
+    const grpc::Status status = stub()->Register(with_deadline(context, milliseconds(5000)), request, &response);
     if (!status.ok()) {
+      leader.follow(status, context);
       if (status.error_code() != grpc::StatusCode::UNAVAILABLE && status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
         say("registration refused: " + status.error_message());
       }
@@ -291,7 +294,7 @@ struct Agent::Impl {
       }
       v1::StreamAssignmentsRequest request;
       request.set_agent_id(session_id());
-      auto reader = stub->StreamAssignments(&context, request);
+      auto reader = stub()->StreamAssignments(&context, request);
       v1::Assignment assignment;
       while (reader->Read(&assignment)) {
         backoff = milliseconds(100);
@@ -304,6 +307,7 @@ struct Agent::Impl {
         stream_context = nullptr;
       }
       if (status.error_code() == grpc::StatusCode::NOT_FOUND) return end_session();
+      if (leader.follow(status, context)) continue;
       if (!pause(backoff)) return;
       backoff = std::min(backoff * 2, options.max_backoff);
     }
@@ -506,7 +510,7 @@ struct Agent::Impl {
       }
       grpc::ClientContext context;
       v1::ReportRankExitResponse response;
-      const grpc::Status status = stub->ReportRankExit(with_deadline(context, milliseconds(5000)), request, &response);
+      const grpc::Status status = stub()->ReportRankExit(with_deadline(context, milliseconds(5000)), request, &response);
       // NOT_FOUND: the job is forgotten, or the session is over (the heartbeat tells which).
       if (status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND) {
         std::lock_guard lock(mutex);
@@ -514,6 +518,7 @@ struct Agent::Impl {
         backoff = milliseconds(100);
         continue;
       }
+      if (leader.follow(status, context)) continue;
       if (!pause(backoff)) return;
       backoff = std::min(backoff * 2, options.max_backoff);
     }
@@ -555,8 +560,9 @@ struct Agent::Impl {
       request.set_free_port(free_tcp_port(false));
       grpc::ClientContext context;
       v1::AgentHeartbeatResponse response;
-      const grpc::Status status = stub->Heartbeat(with_deadline(context, interval * 2), request, &response);
+      const grpc::Status status = stub()->Heartbeat(with_deadline(context, interval * 2), request, &response);
       if (status.error_code() == grpc::StatusCode::NOT_FOUND) return end_session();
+      leader.follow(status, context);
       // Any other failure: the coordinator is away (restarting?); the ranks run on.
       if (!pause(interval)) return;
     }
@@ -566,7 +572,7 @@ struct Agent::Impl {
     while (in_session()) {
       grpc::ClientContext context;
       v1::PushLogsResponse response;
-      auto writer = stub->PushLogs(&context, &response);
+      auto writer = stub()->PushLogs(&context, &response);
       bool open = true;
       while (open && in_session()) {
         std::vector<v1::LogLine> batch = logs.take(milliseconds(200));
@@ -577,7 +583,7 @@ struct Agent::Impl {
         open = writer->Write(request);  // best effort: a failed batch is dropped
       }
       writer->WritesDone();
-      writer->Finish();
+      leader.follow(writer->Finish(), context);
       if (!pause(milliseconds(200))) return;
     }
   }

@@ -24,7 +24,9 @@
 namespace fabric::launcher {
 
 struct AgentOptions {
-  std::string coordinator;  // host:port of `fabricd serve`
+  // host:port of `fabricd serve`; several, comma-separated, for coordinators that elect a
+  // leader (the agent follows it).
+  std::string coordinator;
   std::string node_name;    // unique in the cluster; Job.nodes shows it
   // The host other nodes reach this one at: its RendezvousService (the job's store when
   // it holds node rank 0) and MASTER_ADDR are advertised with it.

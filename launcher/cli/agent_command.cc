@@ -19,7 +19,10 @@ Registered add_agent(CLI::App& app) {
   auto options = std::make_shared<AgentOptions>();
   auto security = std::make_shared<SecurityFlags>();
   options->advertise_host = "";
-  command->add_option("--coordinator", options->coordinator, "host:port of fabricd serve")->required();
+  command->add_option("--coordinator", options->coordinator,
+                      "host:port of fabricd serve; several, comma-separated, where coordinators elect a leader "
+                      "(the agent follows it)")
+      ->required();
   command->add_option("--node-name", options->node_name, "this node's name, unique in the cluster (default: "
                                                          "--tls-cert's common name, else the host name)");
   command->add_option("--advertise", options->advertise_host,

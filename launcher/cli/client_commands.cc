@@ -19,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "cli/commands.h"
 #include "cli/job_flags.h"
@@ -26,6 +27,7 @@
 #include "fabric/v1/job.grpc.pb.h"
 #include "jobs/job_spec.h"
 #include "jobs/job_state.h"
+#include "leader/leader_channel.h"
 
 namespace fabric::launcher::cli {
 
@@ -51,11 +53,44 @@ struct Server {
   SecurityFlags security;
 };
 
-// Throws CredentialsError / TokenFileError; main() turns them into a usage error.
-std::unique_ptr<v1::JobService::Stub> connect(const Server& server) {
-  return v1::JobService::NewStub(
-      secure_channel(server.address, server.security.transport, client_token(server.security)));
-}
+// The coordinator at --server, or the leader among several (comma-separated): a call that a
+// follower refuses naming the leader, or that finds its coordinator gone, goes to the next.
+class Coordinators {
+ public:
+  // Throws CredentialsError / TokenFileError; main() turns them into a usage error.
+  explicit Coordinators(const Server& server)
+      : leader_(server.address,
+                [&server](const std::string& address) {
+                  return secure_channel(address, server.security.transport, client_token(server.security));
+                }),
+        several_(split_addresses(server.address).size() > 1) {
+    leader_.channel();  // bad credentials fail here, before any call
+  }
+
+  std::unique_ptr<v1::JobService::Stub> stub() { return v1::JobService::NewStub(leader_.channel()); }
+  std::string address() { return leader_.address(); }
+  // With one coordinator a call may wait for it to come back; with several it must not
+  // wait on one that is gone while another leads.
+  bool several() const { return several_; }
+  bool follow(const grpc::Status& status, const grpc::ClientContext& context) { return leader_.follow(status, context); }
+
+  // `call(stub, context)`, made again where the leader is, at most once per coordinator.
+  template <typename Call>
+  grpc::Status unary(Call&& call) {
+    grpc::Status status;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      status = call(*stub(), context);
+      if (!follow(status, context)) break;
+    }
+    return status;
+  }
+
+ private:
+  LeaderChannel leader_;
+  bool several_;
+};
 
 const char* code_name(grpc::StatusCode code) {
   switch (code) {
@@ -72,8 +107,9 @@ const char* code_name(grpc::StatusCode code) {
   }
 }
 
-int rpc_failed(const Server& server, const grpc::Status& status) {
-  return fail(kServerError, std::string(code_name(status.error_code())) + " from " + server.address + ": " + status.error_message());
+int rpc_failed(Coordinators& coordinators, const grpc::Status& status) {
+  return fail(kServerError, std::string(code_name(status.error_code())) + " from " + coordinators.address() + ": " +
+                                status.error_message());
 }
 
 std::string format_time(const google::protobuf::Timestamp& time) {
@@ -154,17 +190,17 @@ int submit(CLI::App& command, const Server& server, const SubmitFlags& flags, st
   *request.mutable_spec() = spec;
   // Retried below with the same id, so a lost reply never starts the program twice.
   request.set_request_id(flags.request_id.empty() ? new_request_id() : flags.request_id);
-  auto stub = connect(server);
+  Coordinators coordinators(server);
   grpc::Status status;
   v1::SubmitJobResponse response;
   for (int attempt = 0; attempt < 3; ++attempt) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    status = stub->SubmitJob(&context, request, &response);
+    status = coordinators.unary([&](v1::JobService::Stub& stub, grpc::ClientContext& context) {
+      return stub.SubmitJob(&context, request, &response);
+    });
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));  // backoff between retries
   }
-  if (!status.ok()) return rpc_failed(server, status);
+  if (!status.ok()) return rpc_failed(coordinators, status);
   std::cout << response.job().job_id() << std::endl;
   return 0;
 }
@@ -180,13 +216,15 @@ int list(const Server& server, const std::vector<std::string>& states) {
     }
     request.add_states(state);
   }
-  auto stub = connect(server);
+  Coordinators coordinators(server);
   std::cout << std::left << std::setw(28) << "JOB ID" << std::setw(12) << "STATE" << std::setw(9) << "RESTARTS"
             << std::setw(20) << "NODES" << "MESSAGE\n";
   do {
-    grpc::ClientContext context;
     v1::ListJobsResponse response;
-    if (auto status = stub->ListJobs(&context, request, &response); !status.ok()) return rpc_failed(server, status);
+    const grpc::Status status = coordinators.unary([&](v1::JobService::Stub& stub, grpc::ClientContext& context) {
+      return stub.ListJobs(&context, request, &response);
+    });
+    if (!status.ok()) return rpc_failed(coordinators, status);
     for (const auto& job : response.jobs()) {
       std::cout << std::left << std::setw(28) << job.job_id() << std::setw(12) << state_name(job.state())
                 << std::setw(9) << job.restart_count() << std::setw(20) << nodes_of(job) << job.message() << "\n";
@@ -204,13 +242,14 @@ struct TopFlags {
 };
 
 // Every job the caller may see (ListJobs, all pages), newest first.
-grpc::Status list_all(v1::JobService::Stub& stub, std::vector<v1::Job>& jobs) {
+grpc::Status list_all(Coordinators& coordinators, std::vector<v1::Job>& jobs) {
   v1::ListJobsRequest request;
   do {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::ListJobsResponse response;
-    if (auto status = stub.ListJobs(&context, request, &response); !status.ok()) return status;
+    const grpc::Status status = coordinators.unary([&](v1::JobService::Stub& stub, grpc::ClientContext& context) {
+      return stub.ListJobs(&context, request, &response);
+    });
+    if (!status.ok()) return status;
     jobs.insert(jobs.end(), response.jobs().begin(), response.jobs().end());
     request.set_page_token(response.next_page_token());
   } while (!request.page_token().empty());
@@ -307,17 +346,17 @@ std::string top_frame(const std::string& server, const std::vector<v1::Job>& job
 // frames follow one another otherwise (a pipe, a log). Ends with Ctrl-C, or after one frame
 // with --once. A server that goes away is said on the screen and tried again.
 int top(const Server& server, const TopFlags& flags) {
-  auto stub = connect(server);
+  Coordinators coordinators(server);
   const bool terminal = ::isatty(STDOUT_FILENO);
   for (;;) {
     std::size_t width = 0;
     winsize size{};
     if (terminal && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0) width = size.ws_col;
     std::vector<v1::Job> jobs;
-    const grpc::Status status = list_all(*stub, jobs);
-    if (!status.ok() && flags.once) return rpc_failed(server, status);
-    std::string frame = status.ok() ? top_frame(server.address, jobs, width)
-                                    : "fabricd top   " + server.address + "   unreachable: " +
+    const grpc::Status status = list_all(coordinators, jobs);
+    if (!status.ok() && flags.once) return rpc_failed(coordinators, status);
+    std::string frame = status.ok() ? top_frame(coordinators.address(), jobs, width)
+                                    : "fabricd top   " + coordinators.address() + "   unreachable: " +
                                           code_name(status.error_code()) + " " + status.error_message() + "\n";
     std::cout << (terminal ? "\033[H\033[2J" : "") << frame << (terminal ? "" : "\n") << std::flush;
     if (flags.once) return 0;
@@ -326,12 +365,14 @@ int top(const Server& server, const TopFlags& flags) {
 }
 
 int status(const Server& server, const std::string& job_id, bool json) {
-  auto stub = connect(server);
-  grpc::ClientContext context;
+  Coordinators coordinators(server);
   v1::GetJobRequest request;
   request.set_job_id(job_id);
   v1::Job job;
-  if (auto status = stub->GetJob(&context, request, &job); !status.ok()) return rpc_failed(server, status);
+  const grpc::Status got = coordinators.unary([&](v1::JobService::Stub& stub, grpc::ClientContext& context) {
+    return stub.GetJob(&context, request, &job);
+  });
+  if (!got.ok()) return rpc_failed(coordinators, got);
   if (json) {
     std::string text;
     google::protobuf::util::JsonPrintOptions options;
@@ -355,18 +396,21 @@ int status(const Server& server, const std::string& job_id, bool json) {
 // --- watch ----------------------------------------------------------------------------
 
 int watch(const Server& server, const std::string& job_id) {
-  auto stub = connect(server);
+  Coordinators coordinators(server);
   v1::Job last;
+  bool connected = true;
   auto give_up = std::chrono::steady_clock::now() + kReconnectFor;
   for (;;) {
     grpc::ClientContext context;
-    context.set_wait_for_ready(true);  // across a restart of the coordinator, wait for it
+    // Across a restart of the one coordinator, wait for it; with several, try the next.
+    context.set_wait_for_ready(!coordinators.several());
     context.set_deadline(std::chrono::system_clock::time_point::max());
     v1::WatchJobRequest request;
     request.set_job_id(job_id);
-    auto reader = stub->WatchJob(&context, request);
+    auto reader = coordinators.stub()->WatchJob(&context, request);
     v1::JobEvent event;
     while (reader->Read(&event)) {
+      connected = true;
       give_up = std::chrono::steady_clock::now() + kReconnectFor;
       const v1::Job& job = event.job();
       // A reconnection starts with a snapshot: print it only if something changed.
@@ -380,9 +424,17 @@ int watch(const Server& server, const std::string& job_id) {
     }
     const grpc::Status status = reader->Finish();
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() > give_up) {
-      return rpc_failed(server, status);
+      return rpc_failed(coordinators, status);
     }
-    std::cerr << "fabricd: lost the coordinator (" << status.error_message() << "); reconnecting" << std::endl;
+    // Said once per loss, not at every attempt while a new leader is being elected.
+    if (std::exchange(connected, false)) {
+      std::cerr << "fabricd: lost the coordinator at " << coordinators.address() << " (" << status.error_message()
+                << "); reconnecting" << std::endl;
+    }
+    if (coordinators.follow(status, context)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // never a busy loop while all are away
+      continue;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // backoff before the next attempt
   }
 }
@@ -404,16 +456,16 @@ int logs(const Server& server, const std::string& job_id, const LogsFlags& flags
   if (flags.stream == "stderr") request.set_stream(v1::LOG_STREAM_STDERR);
   request.set_tail_lines(flags.tail);
   request.set_follow(flags.follow);
-  auto stub = connect(server);
+  Coordinators coordinators(server);
   grpc::ClientContext context;
-  auto reader = stub->StreamLogs(&context, request);
+  auto reader = coordinators.stub()->StreamLogs(&context, request);
   v1::LogLine line;
   while (reader->Read(&line)) {
     (line.stream() == v1::LOG_STREAM_STDERR ? std::cerr : std::cout)
         << "[rank " << line.rank() << "] " << line.text() << '\n' << std::flush;
   }
   const grpc::Status status = reader->Finish();
-  return status.ok() ? 0 : rpc_failed(server, status);
+  return status.ok() ? 0 : rpc_failed(coordinators, status);
 }
 
 int cancel(const Server& server, const std::string& job_id, const std::string& reason, double grace) {
@@ -421,10 +473,12 @@ int cancel(const Server& server, const std::string& job_id, const std::string& r
   request.set_job_id(job_id);
   request.set_reason(reason);
   if (grace >= 0) set_duration(request.mutable_grace_period(), std::chrono::milliseconds(static_cast<long long>(grace * 1000)));
-  auto stub = connect(server);
-  grpc::ClientContext context;
+  Coordinators coordinators(server);
   v1::Job job;
-  if (auto status = stub->CancelJob(&context, request, &job); !status.ok()) return rpc_failed(server, status);
+  const grpc::Status status = coordinators.unary([&](v1::JobService::Stub& stub, grpc::ClientContext& context) {
+    return stub.CancelJob(&context, request, &job);
+  });
+  if (!status.ok()) return rpc_failed(coordinators, status);
   std::cout << job.job_id() << " " << state_name(job.state()) << std::endl;
   return 0;
 }
@@ -435,7 +489,8 @@ std::vector<Registered> add_client_commands(CLI::App& app) {
   auto server = std::make_shared<Server>();
   const auto add_server = [server](CLI::App* command) {
     command->add_option("--server", server->address,
-                        "host:port of the coordinator (default: $FABRICD_SERVER or 127.0.0.1:7070)");
+                        "host:port of the coordinator, or of several that elect a leader, comma-separated (default: "
+                        "$FABRICD_SERVER or 127.0.0.1:7070)");
     add_security_flags(*command, server->security, SecurityRole::kClient);
   };
   std::vector<Registered> commands;

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <iostream>
 #include <thread>
 
@@ -15,7 +16,11 @@
 #include "cli/security_flags.h"
 #include "cli/signals.h"
 #include "coordinator/coordinator.h"
+#include "etcd/etcd_client.h"
+#include "etcd/etcd_job_store.h"
+#include "etcd/leader_election.h"
 #include "jobs/job_store.h"
+#include "leader/follower_service.h"
 #include "cli/metrics_flags.h"
 #include "observability/introspection.h"
 #include "observability/rpc_metrics.h"
@@ -27,6 +32,8 @@ namespace {
 struct ServeFlags {
   std::string listen = "127.0.0.1:7070";
   std::string state_dir;
+  std::string store;
+  double leader_lease = 3;
   std::string local_agent = "auto";
   std::string node_name;
   std::string advertise;
@@ -38,24 +45,132 @@ struct ServeFlags {
   SecurityFlags security;
 };
 
+// serve's exit status when this coordinator lost the leadership to another: its supervisor
+// starts it again, and it follows.
+constexpr int kLostLeadership = 5;
+
 std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }
+
+// Why serve stops: a signal, or the leadership lost. Set from other threads; a campaign in
+// progress is cancelled by it.
+struct StopReason {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int signal = 0;
+  std::string lost_leadership;
+  LeaderElection* campaigning = nullptr;
+
+  void set(int by_signal, const std::string& lost) {
+    {
+      std::lock_guard lock(mutex);
+      if (signal != 0 || !lost_leadership.empty()) return;
+      signal = by_signal;
+      lost_leadership = lost;
+      if (campaigning) campaigning->cancel();
+    }
+    changed.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return signal != 0 || !lost_leadership.empty(); });
+  }
+  // Registers the election whose campaign a stop cancels; false when stopped already.
+  bool campaign_with(LeaderElection* election) {
+    std::lock_guard lock(mutex);
+    campaigning = election;
+    return signal == 0 && lost_leadership.empty();
+  }
+};
+
+// The store the flags name: --store sqlite:PATH | etcd://…, or --state DIR (sqlite:DIR/fabricd.db),
+// or none (memory).
+std::string store_url(const ServeFlags& flags) {
+  if (!flags.store.empty()) return flags.store;
+  if (!flags.state_dir.empty()) {
+    std::filesystem::create_directories(flags.state_dir);
+    return "sqlite:" + flags.state_dir + "/fabricd.db";
+  }
+  return "";
+}
+
+std::unique_ptr<JobStore> open_local_store(const std::string& url) {
+  if (url.empty()) {
+    std::cerr << "fabricd serve: no --state or --store: jobs are kept in memory only and lost when this process ends"
+              << std::endl;
+    return in_memory_job_store();
+  }
+  if (url.rfind("sqlite:", 0) == 0) return open_sqlite_job_store(url.substr(7));
+  throw std::invalid_argument("'" + url + "' names no job store; use sqlite:PATH or etcd://host:port[,...][/prefix]");
+}
+
+// With etcd: this process's client of it and its place in the election.
+struct Candidate {
+  std::shared_ptr<EtcdClient> etcd;
+  EtcdAddress url;
+  std::unique_ptr<LeaderElection> election;
+};
+
+// A follower's phase: serves FollowerService on the coordinator's port and campaigns until
+// this process leads; returns the leader's job store, or nullptr when stopped first.
+// `listen` is set to the host:port bound (the port is known once bound), for the leader's
+// server to take over.
+std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Candidate& candidate,
+                                               const std::shared_ptr<grpc::ServerCredentials>& credentials,
+                                               StopReason& stop, std::string& listen) {
+  FollowerService follower([&candidate] { return candidate.election ? candidate.election->leader() : ""; });
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(flags.listen, credentials, &port);
+  builder.RegisterCallbackGenericService(&follower);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) throw std::runtime_error("cannot listen on " + flags.listen);
+  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+  listen = host + ":" + std::to_string(port);
+  const std::string advertised = (!flags.advertise.empty() ? flags.advertise : host) + ":" + std::to_string(port);
+  candidate.election = std::make_unique<LeaderElection>(
+      candidate.etcd, LeaderElectionOptions{.name = candidate.url.prefix + "/leader",
+                                            .address = advertised,
+                                            .lease_ttl = std::chrono::seconds(static_cast<long>(flags.leader_lease)),
+                                            .on_lost = [&stop](const std::string& why) { stop.set(0, why); }});
+  std::cerr << "fabricd serve: following on " << listen << " (etcd " << candidate.etcd->endpoints()
+            << "); campaigning to lead as " << advertised << std::endl;
+  const auto fence = stop.campaign_with(candidate.election.get()) ? candidate.election->campaign() : std::nullopt;
+  stop.campaign_with(nullptr);
+  server->Shutdown(std::chrono::system_clock::now());
+  if (!fence) return nullptr;
+  std::cerr << "fabricd serve: leading (election key " << fence->key << ")" << std::endl;
+  return open_etcd_job_store(candidate.etcd, candidate.url.prefix, fence);
+}
 
 int serve(const ServeFlags& flags) {
   // First: every thread inherits the mask, and gRPC starts its own as soon as the first
   // credentials object exists; one that does not block SIGTERM would die of it.
   block_stop_signals();
+  StopReason stop;
+  Candidate candidate;
+  const StopSignalHandler signals([&](int signal, bool) { stop.set(signal, ""); });
   std::unique_ptr<JobStore> store;
+  const std::string url = store_url(flags);
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::shared_ptr<const Authenticator> authenticator;
   try {
-    if (flags.state_dir.empty()) {
-      std::cerr << "fabricd serve: no --state: jobs are kept in memory only and lost when this process ends"
-                << std::endl;
-      store = in_memory_job_store();
+    credentials = server_credentials(flags.security.transport, "fabricd serve", flags.listen);
+    authenticator = server_authenticator(flags.security);
+  } catch (const std::exception& error) {
+    return fail(kUsageError, error.what());
+  }
+  std::string listen = flags.listen;
+  try {
+    if (url.rfind("etcd://", 0) == 0) {
+      candidate.url = parse_etcd_url(url);
+      candidate.etcd = std::make_shared<EtcdClient>(candidate.url.endpoints);
+      store = follow_until_leading(flags, candidate, credentials, stop, listen);
+      if (!store) return 0;  // stopped while following
     } else {
-      std::filesystem::create_directories(flags.state_dir);
-      store = open_sqlite_job_store(flags.state_dir + "/fabricd.db");
+      store = open_local_store(url);
     }
   } catch (const std::exception& error) {
-    return fail(kUsageError, std::string("--state ") + flags.state_dir + ": " + error.what());
+    return fail(kUsageError, "--store " + url + ": " + error.what());
   }
   int slots = 0;
   if (flags.local_agent == "auto") {
@@ -68,26 +183,24 @@ int serve(const ServeFlags& flags) {
     }
     if (slots < 0) return fail(kUsageError, "--local-agent " + flags.local_agent + ": use a number of slots, 0 or auto");
   }
-  std::shared_ptr<grpc::ServerCredentials> credentials;
-  std::shared_ptr<const Authenticator> authenticator;
-  try {
-    credentials = server_credentials(flags.security.transport, "fabricd serve", flags.listen);
-    authenticator = server_authenticator(flags.security);
-  } catch (const std::exception& error) {
-    return fail(kUsageError, error.what());
-  }
   MetricsRegistry metrics;
-  Coordinator coordinator({.store = std::move(store),
-                           .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
-                           .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
-                           .finished_jobs_kept = flags.finished_jobs_kept,
-                           .max_pending_jobs_per_user = flags.max_pending_per_user,
-                           .max_streams_per_user = flags.max_streams_per_user,
-                           .authenticator = authenticator,
-                           .metrics = &metrics});
+  std::optional<Coordinator> coordinator;
+  try {
+    coordinator.emplace(CoordinatorOptions{.store = std::move(store),
+                                           .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
+                                           .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
+                                           .finished_jobs_kept = flags.finished_jobs_kept,
+                                           .max_pending_jobs_per_user = flags.max_pending_per_user,
+                                           .max_streams_per_user = flags.max_streams_per_user,
+                                           .authenticator = authenticator,
+                                           .metrics = &metrics,
+                                           .on_deposed = [&stop](const std::string& why) { stop.set(0, why); }});
+  } catch (const JobStoreError& error) {
+    return fail(kUsageError, std::string("cannot load the job store: ") + error.what());
+  }
   // After the coordinator, so that both go before it does.
   StatusPage status_page("coordinator", authenticator,
-                         [&coordinator](const Caller& caller) { return coordinator.status(caller); });
+                         [&coordinator](const Caller& caller) { return coordinator->status(caller); });
   std::unique_ptr<MetricsServer> metrics_server;
   try {
     metrics_server = start_metrics_server(flags.metrics_listen, metrics, "fabricd serve", status_page.routes());
@@ -97,15 +210,15 @@ int serve(const ServeFlags& flags) {
   int port = 0;
   enable_server_introspection();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(flags.listen, credentials, &port);
+  builder.AddListeningPort(listen, credentials, &port);
   apply_server_limits(builder, {.max_message_bytes = flags.max_message_bytes});
   add_rpc_metrics(builder, metrics);
-  builder.RegisterService(&coordinator.job_service());
-  builder.RegisterService(&coordinator.agent_service());
+  builder.RegisterService(&coordinator->job_service());
+  builder.RegisterService(&coordinator->agent_service());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + flags.listen);
+  if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + listen);
   report_serving(*server, {"fabric.v1.JobService", "fabric.v1.AgentService"});
-  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+  const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = host + ":" + std::to_string(port);
   std::cerr << "fabricd serve: listening on " << address << std::endl;
 
@@ -122,25 +235,20 @@ int serve(const ServeFlags& flags) {
         .metrics = &metrics});
     agent_thread = std::thread([&agent] { agent->run(); });
   }
-  std::mutex mutex;
-  std::condition_variable stop;
-  int stopped_by = 0;
-  const StopSignalHandler signals([&](int signal, bool) {
-    std::lock_guard lock(mutex);
-    stopped_by = signal;
-    stop.notify_all();
-  });
-  std::unique_lock lock(mutex);
-  stop.wait(lock, [&] { return stopped_by != 0; });
-  std::cerr << "fabricd serve: stopping (signal " << stopped_by << ")" << std::endl;
+  stop.wait();
+  if (stop.signal != 0) {
+    std::cerr << "fabricd serve: stopping (signal " << stop.signal << ")" << std::endl;
+  } else {
+    std::cerr << "fabricd serve: lost the leadership, stopping: " << stop.lost_leadership << std::endl;
+  }
   if (agent) {
     agent->stop();
     agent_thread.join();
   }
   report_shutting_down(*server);
-  coordinator.shutdown();
+  coordinator->shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  return 0;
+  return stop.signal != 0 ? 0 : kLostLeadership;
 }
 
 }  // namespace
@@ -152,6 +260,14 @@ Registered add_serve(CLI::App& app) {
   command->add_option("--listen", flags->listen, "host:port to serve on (port 0: any free port)")->capture_default_str();
   command->add_option("--state", flags->state_dir,
                       "directory of the job store (fabricd.db, SQLite): jobs survive a restart of the coordinator");
+  command->add_option("--store", flags->store,
+                      "the job store: sqlite:PATH (as --state does), or etcd://host:port[,host:port...][/prefix], "
+                      "where several coordinators elect one leader and the others follow")
+      ->excludes(command->get_option("--state"));
+  command->add_option("--leader-lease", flags->leader_lease,
+                      "with etcd: seconds after which a silent leader's lease expires and a follower leads")
+      ->check(CLI::Range(2.0, 60.0))
+      ->capture_default_str();
   command->add_option("--local-agent", flags->local_agent,
                       "slots of an agent run in this process (auto: one per CPU core; 0: none, agents join from "
                       "other nodes)")

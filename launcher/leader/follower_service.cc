@@ -1,0 +1,29 @@
+#include "leader/follower_service.h"
+
+namespace fabric::launcher {
+
+namespace {
+
+// Answers at once and deletes itself when gRPC is done with it.
+class Refusal final : public grpc::ServerGenericBidiReactor {
+ public:
+  explicit Refusal(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerGenericBidiReactor* FollowerService::CreateReactor(grpc::GenericCallbackServerContext* context) {
+  const std::string leader = leader_();
+  if (leader.empty()) {
+    return new Refusal({grpc::StatusCode::UNAVAILABLE,
+                        "this coordinator does not lead and no leader is elected yet (a leader died less than a "
+                        "lease TTL ago, or etcd is out of reach); retry in a moment"});
+  }
+  context->AddTrailingMetadata(kLeaderMetadataKey, leader);
+  return new Refusal({grpc::StatusCode::UNAVAILABLE,
+                      "this coordinator does not lead; the leader is at " + leader + " (call " + context->method() +
+                          " there)"});
+}
+
+}  // namespace fabric::launcher
