@@ -30,16 +30,13 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::CommandResult;
 using testing::Daemon;
+using testing::ms_between;
 using testing::NetworkLab;
 using testing::run_command;
 
 const std::string kFabricd = FABRICD;
 const std::string kDigits = DIGITS;
 constexpr double kHeartbeatTimeoutSeconds = 2;
-
-std::int64_t ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-  return std::chrono::duration_cast<milliseconds>(b - a).count();
-}
 
 // "final test accuracy 0.97..." from a digits run's output.
 double final_accuracy(const std::string& output) {

@@ -65,6 +65,10 @@ inline CommandResult run_command(const std::string& command) {
   return result;
 }
 
+inline std::int64_t ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
 // A port nobody listens on right now (the kernel's pick for a socket bound to port 0).
 inline int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
