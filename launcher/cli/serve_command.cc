@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -108,6 +109,8 @@ struct Candidate {
   std::shared_ptr<EtcdClient> etcd;
   EtcdAddress url;
   std::unique_ptr<LeaderElection> election;
+  // `election` once made, for the follower's server threads, which start before it exists.
+  std::atomic<LeaderElection*> published{nullptr};
 };
 
 // A follower's phase: serves FollowerService on the coordinator's port and campaigns until
@@ -117,7 +120,10 @@ struct Candidate {
 std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Candidate& candidate,
                                                const std::shared_ptr<grpc::ServerCredentials>& credentials,
                                                StopReason& stop, std::string& listen) {
-  FollowerService follower([&candidate] { return candidate.election ? candidate.election->leader() : ""; });
+  FollowerService follower([&candidate] {
+    LeaderElection* election = candidate.published.load();
+    return election ? election->leader() : "";
+  });
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(flags.listen, credentials, &port);
@@ -132,6 +138,7 @@ std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Candidat
                                             .address = advertised,
                                             .lease_ttl = std::chrono::seconds(static_cast<long>(flags.leader_lease)),
                                             .on_lost = [&stop](const std::string& why) { stop.set(0, why); }});
+  candidate.published = candidate.election.get();
   std::cerr << "fabricd serve: following on " << listen << " (etcd " << candidate.etcd->endpoints()
             << "); campaigning to lead as " << advertised << std::endl;
   const auto fence = stop.campaign_with(candidate.election.get()) ? candidate.election->campaign() : std::nullopt;

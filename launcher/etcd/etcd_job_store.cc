@@ -58,17 +58,13 @@ class EtcdJobStore final : public JobStore {
       return;
     }
     const auto& found = response.responses(0).response_range().kvs();
-    if (!found.empty() && found[0].value() == value) {  // a write of ours committed unheard: this one
+    // A write of ours that committed unheard: this one (done), or an earlier one (write on top).
+    if (!found.empty() && (found[0].value() == value || was_unconfirmed(key, found[0].value()))) {
       forget_unconfirmed(key);
       stored.sequence = found[0].create_revision();
       stored.revision = found[0].mod_revision();
+      if (found[0].value() != value) put_job(stored);
       return;
-    }
-    if (!found.empty() && was_unconfirmed(key, found[0].value())) {  // an earlier one: write on top of it
-      forget_unconfirmed(key);
-      stored.sequence = found[0].create_revision();
-      stored.revision = found[0].mod_revision();
-      return put_job(stored);
     }
     throw JobStoreConflict("job store: job " + stored.record.job().job_id() +
                            (found.empty() ? std::string(" is not in etcd")
