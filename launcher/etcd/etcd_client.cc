@@ -176,14 +176,18 @@ Response EtcdClient::on_any_member(const char* what, Call&& call) {
     if (!retryable(last)) {
       throw JobStoreError(std::string("etcd refused ") + what + ": " + last.error_message());
     }
-    // A member that is up but cannot answer in time, or says it has no leader, is one
-    // without a quorum behind it (one out of reach fails at once: connection refused).
+    // A member that says it has no leader has no quorum behind it; one that cannot answer
+    // in time most likely neither, unless the path to it is cut (a member that is down
+    // fails at once: connection refused).
     if (says_no_quorum(last) || last.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) reachable = last;
   }
   const std::string why =
-      !reachable.ok() ? "the etcd cluster " + endpoints() + " has no quorum (" + reachable.error_message() +
-                            "): the job store refuses writes until a majority of its members is back"
-                      : "no member of the etcd cluster " + endpoints() + " answers (" + last.error_message() + ")";
+      reachable.ok() ? "no member of the etcd cluster " + endpoints() + " answers (" + last.error_message() + ")"
+      : says_no_quorum(reachable)
+          ? "the etcd cluster " + endpoints() + " has no quorum (" + reachable.error_message() +
+                "): the job store refuses writes until a majority of its members is back"
+          : "the etcd cluster " + endpoints() + " does not answer in time: it has no quorum, or this machine is cut " +
+                "off from it (" + reachable.error_message() + "); the job store refuses writes until it answers";
   open_circuit(why);
   throw JobStoreUnavailable(why + "; " + what + " was not made");
 }

@@ -16,9 +16,13 @@ class Refusal final : public grpc::ServerGenericBidiReactor {
 grpc::ServerGenericBidiReactor* FollowerService::CreateReactor(grpc::GenericCallbackServerContext* context) {
   const std::string leader = leader_();
   if (leader.empty()) {
+    const std::string trouble = trouble_ ? trouble_() : "";
     return new Refusal({grpc::StatusCode::UNAVAILABLE,
-                        "this coordinator does not lead and no leader is elected yet (a leader died less than a "
-                        "lease TTL ago, or etcd is out of reach); retry in a moment"});
+                        "this coordinator does not lead and knows of no leader: " +
+                            (trouble.empty() ? std::string("none is elected yet (a leader died less than a lease "
+                                                           "TTL ago, or one is being elected)")
+                                             : "its store is out of reach: " + trouble) +
+                            "; retry in a moment"});
   }
   context->AddTrailingMetadata(kLeaderMetadataKey, leader);
   return new Refusal({grpc::StatusCode::UNAVAILABLE,

@@ -15,13 +15,15 @@ inline constexpr char kLeaderMetadataKey[] = "fabric-leader";
 
 class FollowerService final : public grpc::CallbackGenericService {
  public:
-  // `leader` returns the leader's address now, empty while none is known.
-  explicit FollowerService(std::function<std::string()> leader) : leader_(std::move(leader)) {}
+  // `leader` returns the leader's address now, empty while none is known; `trouble` why
+  // none may be known (etcd's last error to this process), empty when there is no reason.
+  explicit FollowerService(std::function<std::string()> leader, std::function<std::string()> trouble = {})
+      : leader_(std::move(leader)), trouble_(std::move(trouble)) {}
 
   grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override;
 
  private:
-  std::function<std::string()> leader_;
+  std::function<std::string()> leader_, trouble_;
 };
 
 }  // namespace fabric::launcher

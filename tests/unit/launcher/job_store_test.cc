@@ -426,6 +426,46 @@ TEST_F(EtcdJobStoreTest, SecondCampaigner_WaitsNamesTheLeader_AndLeadsWhenItResi
   EXPECT_EQ(second.leader(), "second:1");
 }
 
+// A follower can wait for years: its lease is renewed all along, so that its campaign is
+// still alive (its key not expired with the lease) when the leader goes.
+TEST_F(EtcdJobStoreTest, Campaigner_WaitingLongerThanItsLease_KeepsItAndLeadsWhenTheLeaderResigns) {
+  using fabric::launcher::LeaderElection;
+  using fabric::launcher::LeaderElectionOptions;
+  auto first = std::make_unique<LeaderElection>(
+      client_, LeaderElectionOptions{.name = "/long/leader", .address = "first:1", .lease_ttl = std::chrono::seconds(2)});
+  ASSERT_TRUE(first->campaign());
+  LeaderElection second(client_, LeaderElectionOptions{.name = "/long/leader", .address = "second:1",
+                                                       .lease_ttl = std::chrono::seconds(2)});
+  std::optional<fabric::launcher::EtcdFence> second_fence;
+  std::thread campaigning([&] { second_fence = second.campaign(); });
+  // The second's campaign key, once it is there (bounded).
+  const auto campaign_key_revision = [&]() -> std::int64_t {
+    etcdserverpb::RangeRequest request;
+    request.set_key("/long/leader/");
+    request.set_range_end("/long/leader0");  // every key under the prefix
+    const etcdserverpb::RangeResponse response = client_->range(request);
+    for (const auto& kv : response.kvs()) {
+      if (kv.value() == "second:1") return kv.create_revision();
+    }
+    return 0;
+  };
+  std::int64_t waiting_key = 0;
+  for (int poll = 0; poll < 500 && waiting_key == 0; ++poll) {
+    waiting_key = campaign_key_revision();
+    if (waiting_key == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(waiting_key, 0);
+  // Time itself is what is waited for here: more than two TTLs of the second's lease.
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  EXPECT_EQ(second.leader(), "first:1");
+  EXPECT_EQ(campaign_key_revision(), waiting_key);
+  first.reset();
+  campaigning.join();
+  ASSERT_TRUE(second_fence);
+  EXPECT_EQ(second_fence->create_revision, waiting_key);  // the same campaign, never begun again
+  EXPECT_EQ(second.leader(), "second:1");
+}
+
 TEST_F(EtcdJobStoreTest, NoMemberReachable_IsJobStoreUnavailableNamingTheEndpoints) {
   const std::string nowhere = "127.0.0.1:" + std::to_string(fabric::testing::free_port());
   auto store = open_etcd_job_store(std::make_shared<EtcdClient>(std::vector<std::string>{nowhere},
