@@ -103,6 +103,7 @@ const char* code_name(grpc::StatusCode code) {
     case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
     case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
     case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
     default: return "ERROR";
   }
 }
@@ -193,12 +194,18 @@ int submit(CLI::App& command, const Server& server, const SubmitFlags& flags, st
   Coordinators coordinators(server);
   grpc::Status status;
   v1::SubmitJobResponse response;
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  // Five tries, three seconds of backoff between them: long enough for a coordinator on etcd
+  // to lead again after etcd lost a member (a new raft leader, then a campaign), short
+  // enough to tell a user soon that the store has no quorum. CANCELLED is what a call gets
+  // from a coordinator that stopped leading (or serving) while it was being answered.
+  for (int attempt = 0; attempt < 5; ++attempt) {
     status = coordinators.unary([&](v1::JobService::Stub& stub, grpc::ClientContext& context) {
       return stub.SubmitJob(&context, request, &response);
     });
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));  // backoff between retries
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE && status.error_code() != grpc::StatusCode::CANCELLED) {
+      break;
+    }
+    if (attempt < 4) std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));  // backoff
   }
   if (!status.ok()) return rpc_failed(coordinators, status);
   std::cout << response.job().job_id() << std::endl;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <iostream>
@@ -46,41 +47,63 @@ struct ServeFlags {
   SecurityFlags security;
 };
 
-// serve's exit status when this coordinator lost the leadership to another: its supervisor
-// starts it again, and it follows.
+// serve's exit status when two coordinators share one SQLite file and the other one wrote
+// a job this one held: its supervisor starts it again. (On etcd a coordinator that loses the
+// leadership follows again instead, in the same process.)
 constexpr int kLostLeadership = 5;
 
 std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }
 
-// Why serve stops: a signal, or the leadership lost. Set from other threads; a campaign in
-// progress is cancelled by it.
-struct StopReason {
-  std::mutex mutex;
-  std::condition_variable changed;
-  int signal = 0;
-  std::string lost_leadership;
-  LeaderElection* campaigning = nullptr;
-
-  void set(int by_signal, const std::string& lost) {
+// Why serve stops (a signal: the process ends) or stops leading (the leadership lost: it
+// follows again). Set from other threads.
+class StopReason {
+ public:
+  void signalled(int signal) {
     {
-      std::lock_guard lock(mutex);
-      if (signal != 0 || !lost_leadership.empty()) return;
-      signal = by_signal;
-      lost_leadership = lost;
-      if (campaigning) campaigning->cancel();
+      std::lock_guard lock(mutex_);
+      if (signal_ != 0) return;
+      signal_ = signal;
+      if (election_) election_->cancel();
     }
-    changed.notify_all();
+    changed_.notify_all();
   }
-  void wait() {
-    std::unique_lock lock(mutex);
-    changed.wait(lock, [&] { return signal != 0 || !lost_leadership.empty(); });
+  void lost_leadership(const std::string& why) {
+    {
+      std::lock_guard lock(mutex_);
+      if (lost_.empty()) lost_ = why;
+    }
+    changed_.notify_all();
   }
-  // Registers the election whose campaign a stop cancels; false when stopped already.
-  bool campaign_with(LeaderElection* election) {
-    std::lock_guard lock(mutex);
-    campaigning = election;
-    return signal == 0 && lost_leadership.empty();
+  // Forgets a loss reported after the leadership it ended: called before each campaign.
+  void forget_lost() {
+    std::lock_guard lock(mutex_);
+    lost_.clear();
   }
+  // Blocks until a signal or a lost leadership: returns why the leadership was lost, or
+  // std::nullopt for a signal.
+  std::optional<std::string> wait() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return signal_ != 0 || !lost_.empty(); });
+    if (signal_ != 0) return std::nullopt;
+    return lost_;
+  }
+  int signal() {
+    std::lock_guard lock(mutex_);
+    return signal_;
+  }
+  // The election whose campaign a signal cancels (cancelled at once when signalled already).
+  void cancels(LeaderElection* election) {
+    std::lock_guard lock(mutex_);
+    election_ = election;
+    if (signal_ != 0) election_->cancel();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int signal_ = 0;
+  std::string lost_;
+  LeaderElection* election_ = nullptr;
 };
 
 // The store the flags name: --store sqlite:PATH | etcd://…, or --state DIR (sqlite:DIR/fabricd.db),
@@ -104,47 +127,213 @@ std::unique_ptr<JobStore> open_local_store(const std::string& url) {
   throw std::invalid_argument("'" + url + "' names no job store; use sqlite:PATH or etcd://host:port[,...][/prefix]");
 }
 
-// With etcd: this process's client of it and its place in the election.
+// --local-agent's slots, or std::nullopt when it is not a count.
+std::optional<int> local_agent_slots(const std::string& flag) {
+  if (flag == "auto") return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  try {
+    if (const int slots = std::stoi(flag); slots >= 0) return slots;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+// What every leadership of this process serves with.
+struct Serving {
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::shared_ptr<const Authenticator> authenticator;
+  MetricsRegistry metrics;
+  std::string listen;  // host:port; the port as bound once it is known
+};
+
+// The agent of --local-agent, in this process. Started once the coordinator's port is
+// known and kept for the process's life: with etcd it follows whichever coordinator leads,
+// as any agent does, so that the leadership moving elsewhere does not stop this node's ranks.
+class LocalAgent {
+ public:
+  LocalAgent(const ServeFlags& flags, int slots, MetricsRegistry& metrics)
+      : flags_(flags), slots_(slots), metrics_(metrics) {}
+  ~LocalAgent() { stop(); }
+  LocalAgent(const LocalAgent&) = delete;
+  LocalAgent& operator=(const LocalAgent&) = delete;
+
+  // Starts it toward the coordinator at `listen` (host:port), the first time only.
+  void start(const std::string& listen) {
+    if (slots_ == 0 || agent_) return;
+    const std::string host = listen.substr(0, listen.rfind(':'));
+    const std::string reachable_host = host == "0.0.0.0" ? "127.0.0.1" : host;
+    agent_ = std::make_unique<Agent>(AgentOptions{
+        .coordinator = reachable_host + listen.substr(listen.rfind(':')),
+        .node_name = flags_.node_name.empty() ? default_node_name(flags_.security) : flags_.node_name,
+        .advertise_host = !flags_.advertise.empty() ? flags_.advertise : reachable_host,
+        .rendezvous_listen = host + ":0",
+        .slots = slots_,
+        .security = flags_.security.transport,
+        .metrics = &metrics_});
+    thread_ = std::thread([this] { agent_->run(); });
+  }
+  // Stops its ranks and the agent.
+  void stop() {
+    if (!agent_) return;
+    agent_->stop();
+    thread_.join();
+    agent_.reset();
+  }
+
+ private:
+  const ServeFlags& flags_;
+  int slots_;
+  MetricsRegistry& metrics_;
+  std::unique_ptr<Agent> agent_;
+  std::thread thread_;
+};
+
+// How a leadership takes the port over from the follower before it, and gives it back:
+// both bind it at once for a moment (gRPC sets SO_REUSEPORT), so that it never refuses a
+// connection across the switch.
+struct Handover {
+  std::function<void()> serving;  // the leader's server is up: stop the follower's
+  std::function<void()> deposed;  // start the follower's, before the leader's stops
+};
+
+// One leadership: the coordinator on `store`, serving JobService and AgentService (and
+// the metrics and status page) until a signal or until the leadership is lost. Returns the
+// process's exit status, or std::nullopt when the leadership was lost (the caller follows
+// again, or ends).
+std::optional<int> lead(const ServeFlags& flags, Serving& serving, std::unique_ptr<JobStore> store, LocalAgent& agent,
+                        StopReason& stop, const Handover& handover = {}) {
+  std::optional<Coordinator> coordinator;
+  try {
+    coordinator.emplace(CoordinatorOptions{
+        .store = std::move(store),
+        .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
+        .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
+        .finished_jobs_kept = flags.finished_jobs_kept,
+        .max_pending_jobs_per_user = flags.max_pending_per_user,
+        .max_streams_per_user = flags.max_streams_per_user,
+        .authenticator = serving.authenticator,
+        .metrics = &serving.metrics,
+        .on_deposed = [&stop](const std::string& why) { stop.lost_leadership(why); }});
+  } catch (const JobStoreUnavailable& error) {
+    std::cerr << "fabricd serve: cannot load the job store now (" << error.what() << "); following again" << std::endl;
+    return std::nullopt;
+  } catch (const JobStoreError& error) {
+    return fail(kUsageError, std::string("cannot load the job store: ") + error.what());
+  }
+  // After the coordinator, so that both go before it does.
+  StatusPage status_page("coordinator", serving.authenticator,
+                         [&coordinator](const Caller& caller) { return coordinator->status(caller); });
+  std::unique_ptr<MetricsServer> metrics_server;
+  try {
+    metrics_server = start_metrics_server(flags.metrics_listen, serving.metrics, "fabricd serve", status_page.routes());
+  } catch (const std::exception& error) {
+    return fail(kCannotListen, error.what());
+  }
+  int port = 0;
+  enable_server_introspection();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(serving.listen, serving.credentials, &port);
+  apply_server_limits(builder, {.max_message_bytes = flags.max_message_bytes});
+  add_rpc_metrics(builder, serving.metrics);
+  builder.RegisterService(&coordinator->job_service());
+  builder.RegisterService(&coordinator->agent_service());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + serving.listen);
+  report_serving(*server, {"fabric.v1.JobService", "fabric.v1.AgentService"});
+  serving.listen = serving.listen.substr(0, serving.listen.rfind(':')) + ":" + std::to_string(port);
+  std::cerr << "fabricd serve: listening on " << serving.listen << std::endl;
+  if (handover.serving) handover.serving();
+  agent.start(serving.listen);
+
+  const std::optional<std::string> lost = stop.wait();
+  if (lost) {
+    std::cerr << "fabricd serve: lost the leadership: " << *lost << std::endl;
+    if (handover.deposed) handover.deposed();
+  } else {
+    std::cerr << "fabricd serve: stopping (signal " << stop.signal() << ")" << std::endl;
+    agent.stop();  // first, so that its ranks' exits reach the coordinator
+  }
+  report_shutting_down(*server);
+  coordinator->shutdown();
+  // Deposed, the follower that takes its port should start soon: calls that have their
+  // answer get half a second to send it, and streams still open then are cut (their
+  // clients reconnect and are sent to the leader). Stopping, calls get two seconds.
+  server->Shutdown(std::chrono::system_clock::now() +
+                   (lost ? std::chrono::milliseconds(500) : std::chrono::milliseconds(2000)));
+  if (lost) return std::nullopt;
+  return 0;
+}
+
+// With etcd: this process's client of it, its place in the election and the service it
+// answers with while it follows, for its life.
 struct Candidate {
   std::shared_ptr<EtcdClient> etcd;
   EtcdAddress url;
   std::unique_ptr<LeaderElection> election;
   // `election` once made, for the follower's server threads, which start before it exists.
   std::atomic<LeaderElection*> published{nullptr};
+  // A service registers with one server only: each follower's server has its own.
+  std::unique_ptr<FollowerService> follower;
+  std::unique_ptr<grpc::Server> follower_server;  // while following, and across a switch
+
+  // Serves FollowerService on the coordinator's port (binding it the first time, so that
+  // `serving.listen` has it).
+  void start_following(Serving& serving) {
+    if (follower_server) return;
+    follower = std::make_unique<FollowerService>(
+        [this] {
+          LeaderElection* made = published.load();
+          return made ? made->leader() : "";
+        },
+        [this] {
+          LeaderElection* made = published.load();
+          return made ? made->trouble() : "";
+        });
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(serving.listen, serving.credentials, &port);
+    builder.RegisterCallbackGenericService(follower.get());
+    follower_server = builder.BuildAndStart();
+    if (!follower_server || port == 0) throw std::runtime_error("cannot listen on " + serving.listen);
+    serving.listen = serving.listen.substr(0, serving.listen.rfind(':')) + ":" + std::to_string(port);
+  }
+  void stop_following() {
+    if (!follower_server) return;
+    follower_server->Shutdown(std::chrono::system_clock::now());
+    follower_server.reset();
+    follower.reset();
+  }
 };
 
 // A follower's phase: serves FollowerService on the coordinator's port and campaigns until
-// this process leads; returns the leader's job store, or nullptr when stopped first.
-// `listen` is set to the host:port bound (the port is known once bound), for the leader's
-// server to take over.
-std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Candidate& candidate,
-                                               const std::shared_ptr<grpc::ServerCredentials>& credentials,
-                                               StopReason& stop, std::string& listen) {
-  FollowerService follower([&candidate] {
-    LeaderElection* election = candidate.published.load();
-    return election ? election->leader() : "";
-  });
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(flags.listen, credentials, &port);
-  builder.RegisterCallbackGenericService(&follower);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) throw std::runtime_error("cannot listen on " + flags.listen);
-  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
-  listen = host + ":" + std::to_string(port);
-  const std::string advertised = (!flags.advertise.empty() ? flags.advertise : host) + ":" + std::to_string(port);
-  candidate.election = std::make_unique<LeaderElection>(
-      candidate.etcd, LeaderElectionOptions{.name = candidate.url.prefix + "/leader",
-                                            .address = advertised,
-                                            .lease_ttl = std::chrono::seconds(static_cast<long>(flags.leader_lease)),
-                                            .on_lost = [&stop](const std::string& why) { stop.set(0, why); }});
-  candidate.published = candidate.election.get();
-  std::cerr << "fabricd serve: following on " << listen << " (etcd " << candidate.etcd->endpoints()
-            << "); campaigning to lead as " << advertised << std::endl;
-  const auto fence = stop.campaign_with(candidate.election.get()) ? candidate.election->campaign() : std::nullopt;
-  stop.campaign_with(nullptr);
-  server->Shutdown(std::chrono::system_clock::now());
-  if (!fence) return nullptr;
+// this process leads; returns the leader's job store (the follower's server still up: the
+// leadership stops it once its own serves), or nullptr when a signal came first. The first
+// time, it starts the local agent and makes the election, which proclaims the address.
+std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Serving& serving, Candidate& candidate,
+                                               LocalAgent& agent, StopReason& stop) {
+  candidate.start_following(serving);
+  agent.start(serving.listen);
+  if (!candidate.election) {
+    const std::string host = serving.listen.substr(0, serving.listen.rfind(':'));
+    const std::string port = serving.listen.substr(serving.listen.rfind(':') + 1);
+    const std::string advertised = (!flags.advertise.empty() ? flags.advertise : host) + ":" + port;
+    candidate.election = std::make_unique<LeaderElection>(
+        candidate.etcd, LeaderElectionOptions{.name = candidate.url.prefix + "/leader",
+                                              .address = advertised,
+                                              .lease_ttl = std::chrono::seconds(static_cast<long>(flags.leader_lease)),
+                                              .on_lost = [&stop](const std::string& why) { stop.lost_leadership(why); }});
+    candidate.published = candidate.election.get();
+    stop.cancels(candidate.election.get());
+    std::cerr << "fabricd serve: following on " << serving.listen << " (etcd " << candidate.etcd->endpoints()
+              << "); campaigning to lead as " << advertised << std::endl;
+  } else {
+    std::cerr << "fabricd serve: following on " << serving.listen << "; campaigning again" << std::endl;
+  }
+  stop.forget_lost();
+  const auto fence = candidate.election->campaign();
+  if (!fence) {
+    candidate.stop_following();
+    return nullptr;
+  }
   std::cerr << "fabricd serve: leading (election key " << fence->key << ")" << std::endl;
   return open_etcd_job_store(candidate.etcd, candidate.url.prefix, fence);
 }
@@ -154,108 +343,53 @@ int serve(const ServeFlags& flags) {
   // credentials object exists; one that does not block SIGTERM would die of it.
   block_stop_signals();
   StopReason stop;
-  Candidate candidate;
-  const StopSignalHandler signals([&](int signal, bool) { stop.set(signal, ""); });
-  std::unique_ptr<JobStore> store;
-  const std::string url = store_url(flags);
-  std::shared_ptr<grpc::ServerCredentials> credentials;
-  std::shared_ptr<const Authenticator> authenticator;
+  const StopSignalHandler signals([&](int signal, bool) { stop.signalled(signal); });
+  Serving serving{.listen = flags.listen};
   try {
-    credentials = server_credentials(flags.security.transport, "fabricd serve", flags.listen);
-    authenticator = server_authenticator(flags.security);
+    serving.credentials = server_credentials(flags.security.transport, "fabricd serve", flags.listen);
+    serving.authenticator = server_authenticator(flags.security);
   } catch (const std::exception& error) {
     return fail(kUsageError, error.what());
   }
-  std::string listen = flags.listen;
-  try {
-    if (url.rfind("etcd://", 0) == 0) {
-      candidate.url = parse_etcd_url(url);
-      candidate.etcd = std::make_shared<EtcdClient>(candidate.url.endpoints);
-      store = follow_until_leading(flags, candidate, credentials, stop, listen);
-      if (!store) return 0;  // stopped while following
-    } else {
+  const std::optional<int> slots = local_agent_slots(flags.local_agent);
+  if (!slots) return fail(kUsageError, "--local-agent " + flags.local_agent + ": use a number of slots, 0 or auto");
+  LocalAgent agent(flags, *slots, serving.metrics);
+  const std::string url = store_url(flags);
+  if (url.rfind("etcd://", 0) != 0) {
+    std::unique_ptr<JobStore> store;
+    try {
       store = open_local_store(url);
+    } catch (const std::exception& error) {
+      return fail(kUsageError, "--store " + url + ": " + error.what());
     }
+    const std::optional<int> exit = lead(flags, serving, std::move(store), agent, stop);
+    return exit.value_or(kLostLeadership);
+  }
+  Candidate candidate;
+  try {
+    candidate.url = parse_etcd_url(url);
+    candidate.etcd = std::make_shared<EtcdClient>(candidate.url.endpoints);
   } catch (const std::exception& error) {
     return fail(kUsageError, "--store " + url + ": " + error.what());
   }
-  int slots = 0;
-  if (flags.local_agent == "auto") {
-    slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  } else {
+  for (;;) {
+    std::unique_ptr<JobStore> store;
     try {
-      slots = std::stoi(flags.local_agent);
-    } catch (const std::exception&) {
-      slots = -1;
+      store = follow_until_leading(flags, serving, candidate, agent, stop);
+    } catch (const std::exception& error) {
+      return fail(kCannotListen, error.what());
     }
-    if (slots < 0) return fail(kUsageError, "--local-agent " + flags.local_agent + ": use a number of slots, 0 or auto");
+    if (!store) return 0;  // a signal while following
+    const Handover handover{.serving = [&] { candidate.stop_following(); },
+                            .deposed = [&] {
+                              try {
+                                candidate.start_following(serving);
+                              } catch (const std::exception&) {
+                                // follow_until_leading tries again, and says why it cannot
+                              }
+                            }};
+    if (const std::optional<int> exit = lead(flags, serving, std::move(store), agent, stop, handover)) return *exit;
   }
-  MetricsRegistry metrics;
-  std::optional<Coordinator> coordinator;
-  try {
-    coordinator.emplace(CoordinatorOptions{.store = std::move(store),
-                                           .agent_heartbeat_interval = to_ms(flags.agent_heartbeat_interval),
-                                           .agent_heartbeat_timeout = to_ms(flags.agent_heartbeat_timeout),
-                                           .finished_jobs_kept = flags.finished_jobs_kept,
-                                           .max_pending_jobs_per_user = flags.max_pending_per_user,
-                                           .max_streams_per_user = flags.max_streams_per_user,
-                                           .authenticator = authenticator,
-                                           .metrics = &metrics,
-                                           .on_deposed = [&stop](const std::string& why) { stop.set(0, why); }});
-  } catch (const JobStoreError& error) {
-    return fail(kUsageError, std::string("cannot load the job store: ") + error.what());
-  }
-  // After the coordinator, so that both go before it does.
-  StatusPage status_page("coordinator", authenticator,
-                         [&coordinator](const Caller& caller) { return coordinator->status(caller); });
-  std::unique_ptr<MetricsServer> metrics_server;
-  try {
-    metrics_server = start_metrics_server(flags.metrics_listen, metrics, "fabricd serve", status_page.routes());
-  } catch (const std::exception& error) {
-    return fail(kCannotListen, error.what());
-  }
-  int port = 0;
-  enable_server_introspection();
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, credentials, &port);
-  apply_server_limits(builder, {.max_message_bytes = flags.max_message_bytes});
-  add_rpc_metrics(builder, metrics);
-  builder.RegisterService(&coordinator->job_service());
-  builder.RegisterService(&coordinator->agent_service());
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + listen);
-  report_serving(*server, {"fabric.v1.JobService", "fabric.v1.AgentService"});
-  const std::string host = listen.substr(0, listen.rfind(':'));
-  const std::string address = host + ":" + std::to_string(port);
-  std::cerr << "fabricd serve: listening on " << address << std::endl;
-
-  std::unique_ptr<Agent> agent;
-  std::thread agent_thread;
-  if (slots > 0) {
-    agent = std::make_unique<Agent>(AgentOptions{
-        .coordinator = (host == "0.0.0.0" ? "127.0.0.1" : host) + ":" + std::to_string(port),
-        .node_name = flags.node_name.empty() ? default_node_name(flags.security) : flags.node_name,
-        .advertise_host = !flags.advertise.empty() ? flags.advertise : host == "0.0.0.0" ? "127.0.0.1" : host,
-        .rendezvous_listen = host + ":0",
-        .slots = slots,
-        .security = flags.security.transport,
-        .metrics = &metrics});
-    agent_thread = std::thread([&agent] { agent->run(); });
-  }
-  stop.wait();
-  if (stop.signal != 0) {
-    std::cerr << "fabricd serve: stopping (signal " << stop.signal << ")" << std::endl;
-  } else {
-    std::cerr << "fabricd serve: lost the leadership, stopping: " << stop.lost_leadership << std::endl;
-  }
-  if (agent) {
-    agent->stop();
-    agent_thread.join();
-  }
-  report_shutting_down(*server);
-  coordinator->shutdown();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  return stop.signal != 0 ? 0 : kLostLeadership;
 }
 
 }  // namespace

@@ -317,7 +317,8 @@ struct Coordinator::Impl final : JobFeed {
   // take writes now (etcd without a quorum) leaves the change in memory, and the reconciler
   // writes it again at every tick until the store takes it. A conflict means another
   // coordinator wrote the job: this one leads no more.
-  std::optional<std::string> persist(JobEntry& entry) {
+  // A submission not yet accepted (`retry_later` false) is refused instead, and forgotten.
+  std::optional<std::string> persist(JobEntry& entry, bool retry_later = true) {
     const std::string& job_id = entry.stored.record.job().job_id();
     try {
       options.store->put_job(entry.stored);
@@ -327,7 +328,7 @@ struct Coordinator::Impl final : JobFeed {
       deposed(error.what());
       return error.what();
     } catch (const JobStoreError& error) {
-      if (unwritten.insert(job_id).second) {
+      if (retry_later && unwritten.insert(job_id).second) {
         std::cerr << "fabricd serve: " << error.what() << " (job " << job_id << " kept in memory, written again when the store takes writes)" << std::endl;
       }
       return error.what();
@@ -725,8 +726,7 @@ struct Coordinator::Impl final : JobFeed {
     *job.mutable_create_time() = now_timestamp();
     entry->stored.record.set_request_id(request.request_id());
     entry->stored.record.set_job_secret(random_secret());
-    if (const auto refused = persist(*entry)) {
-      unwritten.erase(job.job_id());  // never accepted: nothing to write again
+    if (const auto refused = persist(*entry, /*retry_later=*/false)) {
       return {grpc::StatusCode::UNAVAILABLE, "the job was not submitted: " + *refused + "; retry later"};
     }
     entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
