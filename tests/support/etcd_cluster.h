@@ -1,5 +1,6 @@
 // A real etcd cluster for a test: `members` etcd processes (Debian's etcd-server, which
-// scripts/bootstrap installs) on free loopback ports, their data in the test's temp dir.
+// scripts/bootstrap installs) on free ports of `host` (loopback by default; a NetworkLab
+// node's address with that node's `exec` prefix), their data in the test's temp dir.
 // Members can be killed and started again (on their data: they rejoin). Destroying the
 // object kills them all.
 #pragma once
@@ -24,7 +25,8 @@ class EtcdCluster {
     return ::access("/usr/bin/etcd", X_OK) == 0 ? "" : "no /usr/bin/etcd: install etcd-server (scripts/bootstrap does)";
   }
 
-  EtcdCluster(const std::string& dir, int members) : dir_(dir) {
+  EtcdCluster(const std::string& dir, int members, std::string host = "127.0.0.1", std::string exec_prefix = "")
+      : dir_(dir), host_(std::move(host)), exec_(std::move(exec_prefix)) {
     std::string initial;
     for (int i = 0; i < members; ++i) {
       members_.push_back({.name = std::string("m") + std::to_string(i), .client_port = free_port(), .peer_port = free_port()});
@@ -36,7 +38,7 @@ class EtcdCluster {
     for (std::size_t i = 0; i < members_.size(); ++i) wait_healthy(i);
   }
 
-  // "127.0.0.1:p0,127.0.0.1:p1,…"
+  // "host:p0,host:p1,…"
   std::string endpoints() const {
     std::string joined;
     for (const Member& member : members_) {
@@ -60,7 +62,7 @@ class EtcdCluster {
   }
   // True once member i answers a linearizable read (so it is in a cluster with a leader).
   bool healthy(std::size_t i) const {
-    return run_command(std::string("ETCDCTL_API=3 etcdctl --endpoints ") + endpoint(members_[i]) +
+    return run_command("ETCDCTL_API=3 " + exec_ + "etcdctl --endpoints " + endpoint(members_[i]) +
                        " --command-timeout 2s endpoint health")
                .status == 0;
   }
@@ -72,14 +74,14 @@ class EtcdCluster {
     std::unique_ptr<Daemon> process;
     int starts = 0;
   };
-  static std::string endpoint(const Member& member) { return "127.0.0.1:" + std::to_string(member.client_port); }
-  static std::string peer_url(const Member& member) { return "http://127.0.0.1:" + std::to_string(member.peer_port); }
+  std::string endpoint(const Member& member) const { return host_ + ":" + std::to_string(member.client_port); }
+  std::string peer_url(const Member& member) const { return "http://" + host_ + ":" + std::to_string(member.peer_port); }
 
   void start(std::size_t i) {
     Member& member = members_[i];
     const std::string client = std::string("http://") + endpoint(member);
     member.process = std::make_unique<Daemon>(
-        "/usr/bin/etcd --name " + member.name + " --data-dir " + dir_ + "/" + member.name +
+        exec_ + "/usr/bin/etcd --name " + member.name + " --data-dir " + dir_ + "/" + member.name +
             " --listen-client-urls " + client + " --advertise-client-urls " + client + " --listen-peer-urls " +
             peer_url(member) + " --initial-advertise-peer-urls " + peer_url(member) + " --initial-cluster " +
             initial_cluster_ + " --initial-cluster-state new --initial-cluster-token " + "fabricd-test",
@@ -97,7 +99,7 @@ class EtcdCluster {
     }
   }
 
-  std::string dir_;
+  std::string dir_, host_, exec_;
   std::string initial_cluster_;
   std::vector<Member> members_;
 };

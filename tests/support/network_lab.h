@@ -73,6 +73,11 @@ class NetworkLab {
   void set_link(const std::string& name, bool up) const {
     sh("ip -n " + ns("sw") + " link set " + find(name).port + (up ? " up" : " down"));
   }
+  // Cuts (or restores) one path only: what `from` sends to `to` is dropped (a blackhole
+  // route in `from`), while both keep talking to every other node.
+  void set_route(const std::string& from, const std::string& to, bool reachable) const {
+    sh("ip -n " + ns(from) + " route " + (reachable ? "del" : "add") + " blackhole " + find(to).address + "/32");
+  }
 
  private:
   struct Node {
