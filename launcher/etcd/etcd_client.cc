@@ -154,7 +154,7 @@ void EtcdClient::probe_until_whole() {
 }
 
 template <typename Response, typename Call>
-Response EtcdClient::on_any_member(const char* what, Call&& call) {
+Response EtcdClient::on_any_member(const char* what, Call&& call, std::optional<std::chrono::milliseconds> timeout) {
   std::size_t first;
   {
     std::lock_guard lock(mutex_);
@@ -165,7 +165,7 @@ Response EtcdClient::on_any_member(const char* what, Call&& call) {
   for (std::size_t attempt = 0; attempt < members_.size(); ++attempt) {
     const std::size_t index = (first + attempt) % members_.size();
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + timeout_);
+    context.set_deadline(std::chrono::system_clock::now() + timeout.value_or(timeout_));
     Response response;
     last = call(members_[index], context, response);
     if (last.ok()) {
@@ -226,7 +226,7 @@ void EtcdClient::lease_revoke(std::int64_t lease) {
   });
 }
 
-std::int64_t EtcdClient::lease_keep_alive(std::int64_t lease) {
+std::int64_t EtcdClient::lease_keep_alive(std::int64_t lease, std::optional<std::chrono::milliseconds> timeout) {
   etcdserverpb::LeaseKeepAliveRequest request;
   request.set_id(lease);
   const auto response = on_any_member<etcdserverpb::LeaseKeepAliveResponse>(
@@ -239,7 +239,8 @@ std::int64_t EtcdClient::lease_keep_alive(std::int64_t lease) {
           return grpc::Status::OK;
         }
         return stream->Finish();
-      });
+      },
+      timeout);
   return response.ttl();
 }
 

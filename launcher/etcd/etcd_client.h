@@ -67,7 +67,9 @@ class EtcdClient {
   etcdserverpb::LeaseGrantResponse lease_grant(std::int64_t ttl_seconds);
   void lease_revoke(std::int64_t lease);
   // One keep-alive of `lease`; returns its TTL left in seconds, 0 once etcd has let it expire.
-  std::int64_t lease_keep_alive(std::int64_t lease);
+  // `timeout` per member, shorter than the client's: a renewal is worth more tried again
+  // soon than waited on (a member without a raft leader answers nothing until it has one).
+  std::int64_t lease_keep_alive(std::int64_t lease, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
   // Blocks until this campaigner leads `name`, trying the members in turn while they are
   // out of reach; std::nullopt once `cancellation` is cancelled.
@@ -91,7 +93,7 @@ class EtcdClient {
   // Runs `call(member, context, response)` on one member after another, from the last that
   // answered, until one answers.
   template <typename Response, typename Call>
-  Response on_any_member(const char* what, Call&& call);
+  Response on_any_member(const char* what, Call&& call, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
   // Until the cluster answers again: the error every call gets meanwhile. Probes it.
   void open_circuit(const std::string& why);

@@ -1,5 +1,6 @@
 #include "etcd/leader_election.h"
 
+#include <algorithm>
 #include <iostream>
 
 namespace fabric::launcher {
@@ -138,6 +139,8 @@ bool LeaderElection::lose_locked() {
 // Renews the lease every third of its TTL and, while following, looks up who leads.
 void LeaderElection::keep_alive_loop() {
   const auto renew_every = std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) / 3;
+  // Per member: with every member tried, a renewal never blocks past half its interval.
+  const auto renewal_timeout = std::max(std::chrono::milliseconds(250), renew_every / 6);
   auto next_renewal = Clock::now();
   bool failing = false;
   std::unique_lock lock(mutex_);
@@ -150,7 +153,7 @@ void LeaderElection::keep_alive_loop() {
     const auto sent = Clock::now();
     if (lease != 0 && sent >= next_renewal) {
       try {
-        ttl = etcd_->lease_keep_alive(lease);
+        ttl = etcd_->lease_keep_alive(lease, renewal_timeout);
         next_renewal = sent + renew_every;
       } catch (const JobStoreError& failure) {
         // Tried again at the next tick, not a third of the TTL later: etcd electing a new

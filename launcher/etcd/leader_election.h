@@ -34,7 +34,7 @@ namespace fabric::launcher {
 struct LeaderElectionOptions {
   std::string name;                              // the election's key, e.g. /fabricd/leader
   std::string address;                           // proclaimed: where clients reach this coordinator
-  std::chrono::seconds lease_ttl{3};             // how soon a dead leader is replaced
+  std::chrono::seconds lease_ttl{5};             // how soon a dead leader is replaced
   std::function<void(const std::string&)> on_lost;  // leadership lost, with why (any thread)
 };
 
