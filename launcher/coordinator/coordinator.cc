@@ -248,6 +248,10 @@ struct Coordinator::Impl final : JobFeed {
   std::optional<int> collector;
   std::map<std::string, std::string> request_ids;     // request_key(owner, request_id) -> job_id
   std::set<std::string> unwritten;                    // jobs whose last change the store refused
+  // Submissions whose write failed with its outcome unknown (etcd may commit a timed-out
+  // proposal later), by request key: a retry with the same request_id writes the very same
+  // job again, which the store recognises if the first write did commit, instead of a second.
+  std::map<std::string, std::unique_ptr<JobEntry>> unconfirmed_submissions;
   std::chrono::steady_clock::time_point last_write_retry;
   bool was_deposed = false;
   std::thread reconciler;
@@ -680,6 +684,21 @@ struct Coordinator::Impl final : JobFeed {
             "job " + job_id + " belongs to another user; '" + caller.user + "' may only see and cancel their own jobs"};
   }
 
+  // A PENDING job for the request, not yet written.
+  std::unique_ptr<JobEntry> new_job(const Caller& caller, const v1::SubmitJobRequest& request, const v1::JobSpec& spec) {
+    auto entry = std::make_unique<JobEntry>(static_cast<std::size_t>(spec.log().tail_lines()));
+    v1::Job& job = entry->job();
+    job.set_job_id(new_job_id(spec.name()));
+    *job.mutable_spec() = spec;
+    job.set_state(v1::JOB_STATE_PENDING);
+    job.set_message("waiting to be placed");
+    job.set_owner(caller.user);
+    *job.mutable_create_time() = now_timestamp();
+    entry->stored.record.set_request_id(request.request_id());
+    entry->stored.record.set_job_secret(random_secret());
+    return entry;
+  }
+
   grpc::Status submit(const Caller& caller, const v1::SubmitJobRequest& request, v1::SubmitJobResponse& response) {
     if (const std::string problem = validate(request.spec()); !problem.empty()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, problem};
@@ -716,18 +735,27 @@ struct Coordinator::Impl final : JobFeed {
                   " jobs waiting to be placed, the limit of pending jobs per user (" +
                   std::to_string(options.max_pending_jobs_per_user) + "); cancel some or wait until they start"};
     }
-    auto entry = std::make_unique<JobEntry>(static_cast<std::size_t>(spec.log().tail_lines()));
+    std::unique_ptr<JobEntry> entry;
+    if (const auto unconfirmed = unconfirmed_submissions.find(idempotency_key);
+        unconfirmed != unconfirmed_submissions.end()) {
+      if (!google::protobuf::util::MessageDifferencer::Equals(unconfirmed->second->spec(), spec)) {
+        return {grpc::StatusCode::ALREADY_EXISTS, "request_id '" + request.request_id() +
+                                                      "' was used for a submission that may have been stored, with "
+                                                      "a different spec; use a new request_id for a new job"};
+      }
+      entry = std::move(unconfirmed->second);  // the very job an earlier try wrote, unanswered
+      unconfirmed_submissions.erase(unconfirmed);
+    } else {
+      entry = new_job(caller, request, spec);
+    }
     v1::Job& job = entry->job();
-    job.set_job_id(new_job_id(spec.name()));
-    *job.mutable_spec() = spec;
-    job.set_state(v1::JOB_STATE_PENDING);
-    job.set_message("waiting to be placed");
-    job.set_owner(caller.user);
-    *job.mutable_create_time() = now_timestamp();
-    entry->stored.record.set_request_id(request.request_id());
-    entry->stored.record.set_job_secret(random_secret());
     if (const auto refused = persist(*entry, /*retry_later=*/false)) {
-      return {grpc::StatusCode::UNAVAILABLE, "the job was not submitted: " + *refused + "; retry later"};
+      if (!request.request_id().empty() && !was_deposed) unconfirmed_submissions[idempotency_key] = std::move(entry);
+      // Its write may still commit (etcd commits a timed-out proposal once it can): say
+      // which job that would be.
+      return {grpc::StatusCode::UNAVAILABLE, "the job (" + job.job_id() + ") was not accepted: " + *refused +
+                                                 "; the store may still take that write late: retry with the same "
+                                                 "request_id, which never makes two jobs"};
     }
     entry->events.push_back(event_of(*entry, v1::JOB_STATE_UNSPECIFIED));
     if (!request.request_id().empty()) request_ids[idempotency_key] = job.job_id();

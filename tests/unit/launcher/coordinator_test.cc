@@ -26,7 +26,10 @@
 #include "fabric/v1/agent.grpc.pb.h"
 #include "fabric/v1/job.grpc.pb.h"
 #include "jobs/job_spec.h"
+#include "etcd/etcd_client.h"
+#include "etcd/etcd_job_store.h"
 #include "jobs/job_store.h"
+#include "support/etcd_cluster.h"
 #include "support/temp_dir.h"
 
 namespace {
@@ -529,6 +532,52 @@ TEST_F(CoordinatorTest, SubmitJob_SameRequestId_SameSpec_ReturnsTheSameJob_Other
   v1::ListJobsResponse listed;
   ASSERT_TRUE(list({}, 0, "", &listed).ok());
   EXPECT_EQ(listed.jobs_size(), 3);
+}
+
+// A store that commits the first new job it is given and then says it could not: what a
+// coordinator sees when etcd commits a proposal after the client's deadline. The outcome of
+// that write is unknown to the coordinator.
+class FirstInsertAnsweredTooLate final : public fabric::launcher::JobStore {
+ public:
+  explicit FirstInsertAnsweredTooLate(std::unique_ptr<JobStore> inner) : inner_(std::move(inner)) {}
+  void put_job(fabric::launcher::StoredJob& job) override {
+    if (job.revision != 0 || answered_late_) return inner_->put_job(job);
+    fabric::launcher::StoredJob committed = job;  // the caller's copy stays as it was: unheard
+    inner_->put_job(committed);
+    answered_late_ = true;
+    throw fabric::launcher::JobStoreUnavailable("etcd did not answer in time");
+  }
+  void delete_job(const std::string& job_id) override { inner_->delete_job(job_id); }
+  std::vector<fabric::launcher::StoredJob> load_jobs() override { return inner_->load_jobs(); }
+  void put_session(const fabric::launcher::StoredSession& session) override { inner_->put_session(session); }
+  void delete_session(const std::string& agent_id) override { inner_->delete_session(agent_id); }
+  std::vector<fabric::launcher::StoredSession> load_sessions() override { return inner_->load_sessions(); }
+
+ private:
+  std::unique_ptr<JobStore> inner_;
+  bool answered_late_ = false;
+};
+
+TEST_F(CoordinatorTest, SubmitJob_WhoseWriteCommittedUnheard_IsStillOneJobWhenRetriedWithItsRequestId) {
+  if (const std::string why = fabric::testing::EtcdCluster::unavailable(); !why.empty()) GTEST_SKIP() << why;
+  const fabric::testing::EtcdCluster etcd(dir_ / "etcd", 1);
+  const auto client = std::make_shared<fabric::launcher::EtcdClient>(std::vector<std::string>{etcd.endpoints()});
+  restart_with([&](CoordinatorOptions& options) {
+    options.store = std::make_unique<FirstInsertAnsweredTooLate>(fabric::launcher::open_etcd_job_store(client, "/late"));
+  });
+  v1::Job refused_job, retried;
+  const grpc::Status refused = submit(spec(), &refused_job, "req-1");
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << describe(refused);
+  EXPECT_NE(refused.error_message().find("same request_id"), std::string::npos) << refused.error_message();
+  ASSERT_TRUE(submit(spec(), &retried, "req-1").ok());
+
+  // In etcd: the one job, the one the retry returned (the first write, recognised as ours).
+  const auto stored = fabric::launcher::open_etcd_job_store(client, "/late")->load_jobs();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].record.job().job_id(), retried.job_id());
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(list({}, 0, "", &listed).ok());
+  EXPECT_EQ(listed.jobs_size(), 1);
 }
 
 TEST_F(CoordinatorTest, SubmitJob_BeyondTheUnfinishedJobLimit_IsResourceExhausted) {
