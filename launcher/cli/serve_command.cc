@@ -35,7 +35,7 @@ struct ServeFlags {
   std::string listen = "127.0.0.1:7070";
   std::string state_dir;
   std::string store;
-  double leader_lease = 3;
+  double leader_lease = 5;
   std::string local_agent = "auto";
   std::string node_name;
   std::string advertise;
@@ -365,6 +365,13 @@ int serve(const ServeFlags& flags) {
     const std::optional<int> exit = lead(flags, serving, std::move(store), agent, stop);
     return exit.value_or(kLostLeadership);
   }
+  // Followers send clients to the address the leader proclaims: a wildcard reaches no one.
+  const std::string listen_host = flags.listen.substr(0, flags.listen.rfind(':'));
+  if (flags.advertise.empty() && (listen_host == "0.0.0.0" || listen_host == "[::]" || listen_host.empty())) {
+    return fail(kUsageError, "--store " + url + " with --listen " + flags.listen +
+                                 ": followers send clients and agents to the leader's address, so name this "
+                                 "coordinator's: --advertise HOST (its address or DNS name, as its certificate has it)");
+  }
   Candidate candidate;
   try {
     candidate.url = parse_etcd_url(url);
@@ -416,8 +423,9 @@ Registered add_serve(CLI::App& app) {
   command->add_option("--node-name", flags->node_name,
                       "the local agent's node name (default: --tls-cert's common name, else the host name)");
   command->add_option("--advertise", flags->advertise,
-                      "the address other nodes reach the local agent at (default: the --listen host; 127.0.0.1 "
-                      "when that is 0.0.0.0, which serves one node only)");
+                      "the address other nodes reach this machine at: the local agent's, and with etcd the one "
+                      "this coordinator proclaims when it leads (default: the --listen host; for the agent "
+                      "127.0.0.1 when that is 0.0.0.0, which serves one node only; with etcd it must be given then)");
   command->add_option("--agent-heartbeat-interval", flags->agent_heartbeat_interval,
                       "seconds between an agent's heartbeats")
       ->check(CLI::PositiveNumber)

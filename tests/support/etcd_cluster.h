@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@ class EtcdCluster {
 
   EtcdCluster(const std::string& dir, int members, std::string host = "127.0.0.1", std::string exec_prefix = "")
       : dir_(dir), host_(std::move(host)), exec_(std::move(exec_prefix)) {
+    std::filesystem::create_directories(dir_);
     std::string initial;
     for (int i = 0; i < members; ++i) {
       members_.push_back({.name = std::string("m") + std::to_string(i), .client_port = free_port(), .peer_port = free_port()});
