@@ -142,6 +142,10 @@ struct Serving {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   std::shared_ptr<const Authenticator> authenticator;
   MetricsRegistry metrics;
+  // --metrics-listen while following (/metrics and /healthz, which Kubernetes probes: a
+  // follower is alive and answers), handed to the leadership's own server, with the status
+  // page, when it leads.
+  std::unique_ptr<MetricsServer> follower_metrics;
   std::string listen;  // host:port; the port as bound once it is known
 };
 
@@ -223,6 +227,7 @@ std::optional<int> lead(const ServeFlags& flags, Serving& serving, std::unique_p
   StatusPage status_page("coordinator", serving.authenticator,
                          [&coordinator](const Caller& caller) { return coordinator->status(caller); });
   std::unique_ptr<MetricsServer> metrics_server;
+  serving.follower_metrics.reset();  // frees the port for the leader's
   try {
     metrics_server = start_metrics_server(flags.metrics_listen, serving.metrics, "fabricd serve", status_page.routes());
   } catch (const std::exception& error) {
@@ -311,6 +316,9 @@ struct Candidate {
 std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Serving& serving, Candidate& candidate,
                                                LocalAgent& agent, StopReason& stop) {
   candidate.start_following(serving);
+  if (!serving.follower_metrics) {
+    serving.follower_metrics = start_metrics_server(flags.metrics_listen, serving.metrics, "fabricd serve (following)");
+  }
   agent.start(serving.listen);
   if (!candidate.election) {
     const std::string host = serving.listen.substr(0, serving.listen.rfind(':'));

@@ -139,7 +139,7 @@ bool LeaderElection::lose_locked() {
 // Renews the lease every third of its TTL and, while following, looks up who leads.
 void LeaderElection::keep_alive_loop() {
   const auto renew_every = std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) / 3;
-  // Per member: with every member tried, a renewal never blocks past half its interval.
+  // Per member, so that trying three members blocks a renewal for half its interval at most.
   const auto renewal_timeout = std::max(std::chrono::milliseconds(250), renew_every / 6);
   auto next_renewal = Clock::now();
   bool failing = false;

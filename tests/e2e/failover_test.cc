@@ -53,6 +53,7 @@ class Failover : public ::testing::Test {
     etcd_ = std::make_unique<EtcdCluster>(dir_.path(), etcd_members);
     for (int i = 0; i < coordinators; ++i) {
       ports_.push_back(testing::free_port());
+      metrics_ports_.push_back(testing::free_port());
       if (i > 0) servers_ += ",";
       servers_ += address(i);
     }
@@ -64,12 +65,16 @@ class Failover : public ::testing::Test {
   }
 
   std::string address(int i) const { return "127.0.0.1:" + std::to_string(ports_[static_cast<std::size_t>(i)]); }
+  std::string metrics_address(int i) const {
+    return "127.0.0.1:" + std::to_string(metrics_ports_[static_cast<std::size_t>(i)]);
+  }
 
   void start_coordinator(int i) {
     coordinators_.push_back(std::make_unique<Daemon>(
         kFabricd + " serve --insecure --listen " + address(i) + " --store " + etcd_->url("/failover") +
             " --leader-lease " + std::to_string(lease_seconds_) +
-            " --local-agent 0 --agent-heartbeat-interval 0.25 --agent-heartbeat-timeout 3",
+            " --local-agent 0 --agent-heartbeat-interval 0.25 --agent-heartbeat-timeout 3 --metrics-listen " +
+            metrics_address(i),
         dir_.path() + "/coordinator-" + std::to_string(i) + "." + std::to_string(starts_++) + ".log"));
   }
 
@@ -114,7 +119,7 @@ class Failover : public ::testing::Test {
 
   testing::ScopedTempDir dir_;
   std::unique_ptr<EtcdCluster> etcd_;
-  std::vector<int> ports_;
+  std::vector<int> ports_, metrics_ports_;
   std::string servers_;
   std::vector<std::unique_ptr<Daemon>> coordinators_;
   std::unique_ptr<Daemon> agent_;
@@ -190,6 +195,9 @@ TEST_F(Failover, EtcdWithoutQuorum_RefusesSubmissionsClearly_AndRecoversWithNoJo
   // alone off (where another would lead after the TTL): it stops leading, and says why.
   ASSERT_TRUE(coordinators_[0]->wait_for_output("lost the leadership", seconds(20))) << log_of_all();
   ASSERT_TRUE(coordinators_[0]->wait_for_output("campaigning again", seconds(10))) << log_of_all();
+  // Following, it is alive to its supervisor (Kubernetes probes /healthz on this port).
+  const CommandResult health = run_command("curl -sS http://" + metrics_address(0) + "/healthz");
+  EXPECT_EQ(health.output, "ok\n") << log_of_all();
   const CommandResult listed_meanwhile = client("list");
   EXPECT_EQ(listed_meanwhile.status, 4) << listed_meanwhile.output;
   EXPECT_NE(listed_meanwhile.output.find("knows of no leader"), std::string::npos) << listed_meanwhile.output;
