@@ -21,6 +21,7 @@ install(FILES "${PROJECT_SOURCE_DIR}/deploy/systemd/fabricd.sysusers"
         DESTINATION lib/sysusers.d RENAME fabricd.conf COMPONENT fabricd)
 install(FILES "${PROJECT_SOURCE_DIR}/deploy/systemd/coordinator.env" "${PROJECT_SOURCE_DIR}/deploy/systemd/agent.env"
               "${PROJECT_SOURCE_DIR}/deploy/systemd/fabricd-agent.service.d/gpu.conf"
+              "${PROJECT_SOURCE_DIR}/deploy/systemd/fabricd-coordinator.service.d/etcd.conf"
         DESTINATION "${CMAKE_INSTALL_DATAROOTDIR}/doc/fabricd/examples" COMPONENT fabricd)
 install(FILES "${PROJECT_SOURCE_DIR}/README.md" "${PROJECT_SOURCE_DIR}/CHANGELOG.md"
         DESTINATION "${CMAKE_INSTALL_DATAROOTDIR}/doc/fabricd" COMPONENT fabricd)

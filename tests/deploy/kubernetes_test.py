@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""deploy/kubernetes: the Kustomize base and its GPU overlay, rendered with `kubectl kustomize`
+"""deploy/kubernetes: the Kustomize base and its GPU and etcd overlays, rendered with `kubectl kustomize`
 and validated against Kubernetes 1.31's schemas (kubernetes-validate, strict: no unknown
 field), then checked for what the deployment promises. A deliberately broken manifest must
 fail the same validation, so the check can fail.
@@ -51,10 +51,11 @@ class KubernetesManifestsTest(unittest.TestCase):
     def setUpClass(cls):
         cls.base_text = render(KUBERNETES / "base")
         cls.gpu_text = render(KUBERNETES / "overlays" / "gpu")
-        cls.base, cls.gpu = by_kind(cls.base_text), by_kind(cls.gpu_text)
+        cls.etcd_text = render(KUBERNETES / "overlays" / "etcd")
+        cls.base, cls.gpu, cls.etcd = by_kind(cls.base_text), by_kind(cls.gpu_text), by_kind(cls.etcd_text)
 
-    def test_both_render_and_pass_strict_schema_validation(self):
-        for name, text in (("base", self.base_text), ("gpu overlay", self.gpu_text)):
+    def test_all_render_and_pass_strict_schema_validation(self):
+        for name, text in (("base", self.base_text), ("gpu overlay", self.gpu_text), ("etcd overlay", self.etcd_text)):
             passed, output = validate(text)
             self.assertTrue(passed, f"{name}:\n{output}")
 
@@ -94,8 +95,10 @@ class KubernetesManifestsTest(unittest.TestCase):
         self.assertIn({"name": "shm", "emptyDir": {"medium": "Memory"}}, pod["volumes"])
 
     def test_every_pod_runs_unprivileged_without_an_api_token(self):
-        for key in (("StatefulSet", "fabricd-coordinator"), ("DaemonSet", "fabricd-agent")):
-            pod = self.base[key]["spec"]["template"]["spec"]
+        for manifests, key in ((self.base, ("StatefulSet", "fabricd-coordinator")),
+                               (self.base, ("DaemonSet", "fabricd-agent")),
+                               (self.etcd, ("StatefulSet", "fabricd-etcd"))):
+            pod = manifests[key]["spec"]["template"]["spec"]
             self.assertTrue(pod["securityContext"]["runAsNonRoot"], key)
             self.assertFalse(pod["automountServiceAccountToken"], key)
             for container in pod["containers"]:
@@ -103,9 +106,11 @@ class KubernetesManifestsTest(unittest.TestCase):
                 self.assertEqual(container["securityContext"]["capabilities"]["drop"], ["ALL"], key)
         for name in ("fabricd-coordinator", "fabricd-agent"):
             self.assertFalse(self.base[("ServiceAccount", name)]["automountServiceAccountToken"])
-        kinds = {kind for kind, _ in self.base}
-        self.assertFalse(kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"},
-                         "fabricd never calls the API server and is granted nothing")
+        self.assertFalse(self.etcd[("ServiceAccount", "fabricd-etcd")]["automountServiceAccountToken"])
+        for manifests in (self.base, self.etcd):
+            kinds = {kind for kind, _ in manifests}
+            self.assertFalse(kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"},
+                             "fabricd never calls the API server and is granted nothing")
 
     def test_the_gpu_overlay_gives_agents_the_nodes_gpus_and_one_slot_each(self):
         pod = self.gpu[("DaemonSet", "fabricd-agent")]["spec"]["template"]["spec"]
@@ -114,6 +119,48 @@ class KubernetesManifestsTest(unittest.TestCase):
         self.assertEqual(pod["nodeSelector"], {"nvidia.com/gpu.present": "true"})
         self.assertIn("nvidia.com/gpu", {t["key"] for t in pod["tolerations"]})
         self.assertTrue(pod["hostNetwork"], "the overlay keeps the base")
+
+    def test_the_etcd_overlay_runs_three_coordinators_on_the_three_members_it_adds(self):
+        members = self.etcd[("StatefulSet", "fabricd-etcd")]
+        self.assertEqual(members["spec"]["replicas"], 3)
+        self.assertEqual(members["spec"]["podManagementPolicy"], "Parallel", "a quorum must start together")
+        self.assertTrue(self.etcd[("Service", "fabricd-etcd")]["spec"]["publishNotReadyAddresses"])
+        member_args = members["spec"]["template"]["spec"]["containers"][0]["args"]
+        initial = next(a for a in member_args if a.startswith("--initial-cluster="))
+        names = [entry.split("=")[0] for entry in initial.split("=", 1)[1].split(",")]
+        self.assertEqual(names, [f"fabricd-etcd-{i}" for i in range(3)])
+
+        coordinators = self.etcd[("StatefulSet", "fabricd-coordinator")]
+        self.assertEqual(coordinators["spec"]["replicas"], 3)
+        self.assertNotIn("volumeClaimTemplates", coordinators["spec"], "etcd keeps the jobs")
+        container = coordinators["spec"]["template"]["spec"]["containers"][0]
+        args = container["args"]
+        self.assertFalse([a for a in args if a.startswith("--state")], "--state excludes --store")
+        store = next(a for a in args if a.startswith("--store="))
+        self.assertEqual(store, "--store=etcd://" + ",".join(f"{name}.fabricd-etcd.fabricd.svc:2379" for name in names))
+        # A wildcard --listen needs --advertise (fabricd refuses it otherwise): the pod's own name.
+        self.assertIn("--listen=0.0.0.0:7070", args)
+        self.assertIn("--advertise=$(POD_NAME).fabricd-coordinator-headless.fabricd.svc", args)
+        self.assertIn({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, container["env"])
+        self.assertNotIn("/var/lib/fabricd", {m["mountPath"] for m in container["volumeMounts"]})
+        for probe in ("livenessProbe", "readinessProbe"):  # a follower answers /healthz too
+            self.assertEqual(container[probe]["httpGet"], {"path": "/healthz", "port": "metrics"}, probe)
+        # Agents are given every coordinator, by the names the coordinators proclaim.
+        agents_dial = self.etcd[("ConfigMap", "fabricd")]["data"]["coordinator"].split(",")
+        self.assertEqual(agents_dial,
+                         [f"fabricd-coordinator-{i}.fabricd-coordinator-headless.fabricd.svc:7070" for i in range(3)])
+
+    def test_the_etcd_overlay_keeps_a_quorum_through_disruptions_and_strangers_off_etcd(self):
+        budget = self.etcd[("PodDisruptionBudget", "fabricd-etcd")]["spec"]
+        self.assertEqual(budget["minAvailable"], 2)
+        policy = self.etcd[("NetworkPolicy", "fabricd-etcd")]["spec"]
+        self.assertEqual(policy["podSelector"], {"matchLabels": {"app.kubernetes.io/name": "fabricd-etcd"}})
+        clients = next(rule for rule in policy["ingress"] if {"port": 2379} in rule.get("ports", []))
+        allowed = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in clients["from"]]
+        self.assertEqual(sorted(allowed), ["fabricd-coordinator", "fabricd-etcd"])
+        for rule in policy["ingress"]:
+            if "from" not in rule:
+                self.assertEqual(rule["ports"], [{"port": 2381}], "only the metrics port is open to all")
 
 
 if __name__ == "__main__":

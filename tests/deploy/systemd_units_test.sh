@@ -18,6 +18,21 @@ cp "$units/fabricd-agent.service.d/gpu.conf" "$work/fabricd-agent.service.d/"
 
 systemd-analyze verify "$work/fabricd-coordinator.service" "$work/fabricd-agent.service"
 
+# The etcd drop-in, applied: one ExecStart (the unit's cleared), on etcd, proclaiming an
+# address, and still accepted. systemd expands the variables only when it starts the unit.
+mkdir "$work/fabricd-coordinator.service.d"
+sed "s|/usr/bin/fabricd|$fabricd|" "$units/fabricd-coordinator.service.d/etcd.conf" \
+  >"$work/fabricd-coordinator.service.d/etcd.conf"
+systemd-analyze verify "$work/fabricd-coordinator.service"
+starts=$(grep -c '^ExecStart=.' "$work/fabricd-coordinator.service.d/etcd.conf")
+[ "$starts" -eq 1 ] && grep -q '^ExecStart=$' "$work/fabricd-coordinator.service.d/etcd.conf" ||
+  { echo "etcd.conf must clear the unit's ExecStart and set one of its own" >&2; exit 1; }
+grep '^ExecStart=.' "$work/fabricd-coordinator.service.d/etcd.conf" |
+  grep -q -- '--store ${FABRICD_STORE} --advertise ${FABRICD_ADVERTISE}' ||
+  { echo "etcd.conf must run serve on \$FABRICD_STORE and proclaim \$FABRICD_ADVERTISE" >&2; exit 1; }
+grep '^ExecStart=.' "$work/fabricd-coordinator.service.d/etcd.conf" | grep -q -- '--state' &&
+  { echo "etcd.conf must not pass --state (it excludes --store)" >&2; exit 1; }
+
 # The check can fail: a unit whose program does not exist is refused.
 sed "s|$fabricd|$work/no-such-fabricd|" "$work/fabricd-agent.service" >"$work/broken.service"
 if systemd-analyze verify "$work/broken.service" 2>/dev/null; then
