@@ -259,9 +259,9 @@ std::optional<int> lead(const ServeFlags& flags, Serving& serving, std::unique_p
   }
   report_shutting_down(*server);
   coordinator->shutdown();
-  // Deposed, the follower that takes its port should start soon: calls that have their
-  // answer get half a second to send it, and streams still open then are cut (their
-  // clients reconnect and are sent to the leader). Stopping, calls get two seconds.
+  // Deposed (the follower's server holds the port already), it must answer nothing more:
+  // calls that have their answer get half a second to send it, and streams still open then
+  // are cut (their clients reconnect and are sent to the leader). Stopping, two seconds.
   server->Shutdown(std::chrono::system_clock::now() +
                    (lost ? std::chrono::milliseconds(500) : std::chrono::milliseconds(2000)));
   if (lost) return std::nullopt;
