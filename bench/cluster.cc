@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "common.h"
 #include "support/cluster_credentials.h"
 #include "support/network_lab.h"
 #include "support/processes.h"
@@ -540,9 +541,8 @@ int main(int argc, char** argv) {
     else if (flag == "--agents") flags.agents = std::stoi(value);
     else if (flag == "--heartbeat-timeout") flags.heartbeat_timeout = std::stod(value);
     else if (flag == "--cases") {
-      flags.cases.clear();
-      std::stringstream list(value);
-      for (std::string n; std::getline(list, n, ',');) flags.cases.insert(std::stoi(n));
+      const std::vector<int> cases = bench::parse_int_list(value);
+      flags.cases = {cases.begin(), cases.end()};
     } else {
       std::cerr << "cluster: unknown flag " << flag << std::endl;
       return 2;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,14 @@ inline Comparison alternate(int rounds, const std::function<double()>& measure_o
     }
   }
   return comparison;
+}
+
+// "1,2,4" as numbers, for the benches' list flags (--cases, --sizes).
+inline std::vector<int> parse_int_list(const std::string& text) {
+  std::vector<int> numbers;
+  std::stringstream list(text);
+  for (std::string n; std::getline(list, n, ',');) numbers.push_back(std::stoi(n));
+  return numbers;
 }
 
 }  // namespace bench

@@ -19,7 +19,6 @@
 #include <iostream>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 
 #include "common.h"
@@ -207,9 +206,8 @@ int main(int argc, char** argv) {
     else if (flag == "--transitions") flags.transitions = std::stoi(value);
     else if (flag == "--submits") flags.submits = std::stoi(value);
     else if (flag == "--cases") {
-      flags.cases.clear();
-      std::stringstream list(value);
-      for (std::string n; std::getline(list, n, ',');) flags.cases.insert(std::stoi(n));
+      const std::vector<int> cases = bench::parse_int_list(value);
+      flags.cases = {cases.begin(), cases.end()};
     } else {
       std::cerr << "control_plane: unknown flag " << flag << std::endl;
       return 2;

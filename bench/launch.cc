@@ -85,9 +85,7 @@ int main(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
     if (flag == "--sizes") {
-      sizes.clear();
-      std::stringstream list(argv[i + 1]);
-      for (std::string n; std::getline(list, n, ',');) sizes.push_back(std::stoi(n));
+      sizes = bench::parse_int_list(argv[i + 1]);
     }
   }
   const Launcher fabricd{"fabricd", fabricd_command}, torchrun{"torchrun", torchrun_command};

@@ -147,6 +147,10 @@ struct Serving {
   // page, when it leads.
   std::unique_ptr<MetricsServer> follower_metrics;
   std::string listen;  // host:port; the port as bound once it is known
+
+  std::string host() const { return listen.substr(0, listen.rfind(':')); }
+  std::string port() const { return listen.substr(listen.rfind(':') + 1); }
+  void bound(int port) { listen = host() + ":" + std::to_string(port); }
 };
 
 // The agent of --local-agent, in this process. Started once the coordinator's port is
@@ -244,7 +248,7 @@ std::optional<int> lead(const ServeFlags& flags, Serving& serving, std::unique_p
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return fail(kCannotListen, "cannot listen on " + serving.listen);
   report_serving(*server, {"fabric.v1.JobService", "fabric.v1.AgentService"});
-  serving.listen = serving.listen.substr(0, serving.listen.rfind(':')) + ":" + std::to_string(port);
+  serving.bound(port);
   std::cerr << "fabricd serve: listening on " << serving.listen << std::endl;
   if (handover.serving) handover.serving();
   agent.start(serving.listen);
@@ -299,7 +303,7 @@ struct Candidate {
     builder.RegisterCallbackGenericService(follower.get());
     follower_server = builder.BuildAndStart();
     if (!follower_server || port == 0) throw std::runtime_error("cannot listen on " + serving.listen);
-    serving.listen = serving.listen.substr(0, serving.listen.rfind(':')) + ":" + std::to_string(port);
+    serving.bound(port);
   }
   void stop_following() {
     if (!follower_server) return;
@@ -321,9 +325,7 @@ std::unique_ptr<JobStore> follow_until_leading(const ServeFlags& flags, Serving&
   }
   agent.start(serving.listen);
   if (!candidate.election) {
-    const std::string host = serving.listen.substr(0, serving.listen.rfind(':'));
-    const std::string port = serving.listen.substr(serving.listen.rfind(':') + 1);
-    const std::string advertised = (!flags.advertise.empty() ? flags.advertise : host) + ":" + port;
+    const std::string advertised = (!flags.advertise.empty() ? flags.advertise : serving.host()) + ":" + serving.port();
     candidate.election = std::make_unique<LeaderElection>(
         candidate.etcd, LeaderElectionOptions{.name = candidate.url.prefix + "/leader",
                                               .address = advertised,
@@ -374,7 +376,7 @@ int serve(const ServeFlags& flags) {
     return exit.value_or(kLostLeadership);
   }
   // Followers send clients to the address the leader proclaims: a wildcard reaches no one.
-  const std::string listen_host = flags.listen.substr(0, flags.listen.rfind(':'));
+  const std::string listen_host = serving.host();
   if (flags.advertise.empty() && (listen_host == "0.0.0.0" || listen_host == "[::]" || listen_host.empty())) {
     return fail(kUsageError, "--store " + url + " with --listen " + flags.listen +
                                  ": followers send clients and agents to the leader's address, so name this "

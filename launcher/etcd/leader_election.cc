@@ -129,11 +129,14 @@ std::string LeaderElection::trouble() {
   return trouble_;
 }
 
-bool LeaderElection::lose_locked() {
-  if (!won_) return false;
+void LeaderElection::lose(std::unique_lock<std::mutex>& lock, const std::string& why) {
+  if (!won_) return;
   won_.reset();
   leader_.clear();
-  return true;
+  if (!options_.on_lost) return;
+  lock.unlock();  // on_lost may call back into this object
+  options_.on_lost(why);
+  lock.lock();
 }
 
 // Renews the lease every third of its TTL and, while following, looks up who leads.
@@ -181,12 +184,8 @@ void LeaderElection::keep_alive_loop() {
       continue;
     }
     lease_ = 0;
-    if (lose_locked() && options_.on_lost) {
-      lock.unlock();
-      options_.on_lost("etcd let this coordinator's lease expire (it could not renew it within " +
-                       std::to_string(options_.lease_ttl.count()) + " s)");
-      lock.lock();
-    }
+    lose(lock, "etcd let this coordinator's lease expire (it could not renew it within " +
+                   std::to_string(options_.lease_ttl.count()) + " s)");
   }
 }
 
@@ -195,14 +194,9 @@ void LeaderElection::watch_lease_loop() {
   std::unique_lock lock(mutex_);
   while (!changed_.wait_for(lock, kTick, [&] { return stopping_; })) {
     if (!won_ || Clock::now() + kTick < lease_safe_until_) continue;
-    const std::string why = trouble_;
-    if (lose_locked() && options_.on_lost) {
-      lock.unlock();
-      options_.on_lost("could not renew its lease with etcd for " + std::to_string(options_.lease_ttl.count()) +
-                       " s (" + (why.empty() ? "no answer" : why) +
-                       "), so another coordinator may lead by now; following until etcd answers");
-      lock.lock();
-    }
+    lose(lock, "could not renew its lease with etcd for " + std::to_string(options_.lease_ttl.count()) + " s (" +
+                   (trouble_.empty() ? "no answer" : trouble_) +
+                   "), so another coordinator may lead by now; following until etcd answers");
   }
 }
 

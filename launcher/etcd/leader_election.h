@@ -74,8 +74,8 @@ class LeaderElection {
   Attempt try_to_lead(std::int64_t lease);
   void keep_alive_loop();
   void watch_lease_loop();
-  // Ends the leadership (with the lock held); the caller calls on_lost(why) after unlocking.
-  bool lose_locked();
+  // Ends the leadership, if any, and calls on_lost(why) with `lock` released.
+  void lose(std::unique_lock<std::mutex>& lock, const std::string& why);
 
   std::shared_ptr<EtcdClient> etcd_;
   LeaderElectionOptions options_;
