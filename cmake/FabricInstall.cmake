@@ -32,10 +32,11 @@ if(NOT FABRIC_LAUNCHER_ONLY)
   # Exported names: fabric::fabric, fabric::loggers (torch-free), and the pieces they link.
   set_target_properties(fabric_log PROPERTIES EXPORT_NAME log)
   set_target_properties(fabric_loggers PROPERTIES EXPORT_NAME loggers)
+  set_target_properties(fabric_shm PROPERTIES EXPORT_NAME shm)
   set_target_properties(fabric_worker PROPERTIES EXPORT_NAME worker)
   set_target_properties(fabric_worker_client PROPERTIES EXPORT_NAME worker_client)
   set_target_properties(fabric_proto PROPERTIES EXPORT_NAME proto)
-  install(TARGETS fabric fabric_loggers fabric_log fabric_worker fabric_worker_client fabric_proto
+  install(TARGETS fabric fabric_loggers fabric_log fabric_shm fabric_worker fabric_worker_client fabric_proto
           EXPORT FabricTargets
           ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT dev
           INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")

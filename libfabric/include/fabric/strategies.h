@@ -90,6 +90,11 @@ class DDPStrategy : public ParallelStrategy {
   void all_reduce(torch::Tensor& tensor, ReduceOp op) override;
   std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor) override;
 
+  // What the collectives run on once set up, the backend's own name: "shm" (every rank on
+  // this node, CPU), "gloo" or "nccl"; before that, what DDPOptions asked for (Lightning's
+  // process_group_backend).
+  std::string process_group_backend() const;
+
   // The reducer's buckets for a set-up module, each as the names of its parameters: what
   // bucket_cap_mb decided (after the first step, rebuilt in the order gradients arrived).
   std::vector<std::vector<std::string>> buckets(const torch::nn::Module& module) const;

@@ -12,13 +12,17 @@ C10dCollective::C10dCollective(const ClusterEnvironment& environment, Collective
     : spec_(std::move(spec)),
       rank_(environment.global_rank()),
       world_size_(environment.world_size()),
-      timeout_(options.timeout) {
+      timeout_(options.timeout),
+      backend_name_(spec_.name) {
   guarded("rendezvous", [&] {
     c10::intrusive_ptr<c10d::Store> store = connect_store(environment);
     backend_ = spec_.create(store, rank_, world_size_, timeout_);
+    backend_name_ = backend_->getBackendName();
+    // A spec may hand back a backend of ours (shared memory over Gloo): c10d calls that custom.
+    const auto backend_type = backend_name_ == spec_.name ? spec_.backend_type : c10d::ProcessGroup::BackendType::CUSTOM;
     process_group_ = c10::make_intrusive<c10d::ProcessGroup>(store, rank_, world_size_);
-    process_group_->setBackend(spec_.device_type, spec_.backend_type, backend_);
-    process_group_->setDefaultBackend(spec_.backend_type);
+    process_group_->setBackend(spec_.device_type, backend_type, backend_);
+    process_group_->setDefaultBackend(backend_type);
   });
 }
 
@@ -124,7 +128,7 @@ void C10dCollective::guarded(const char* operation, const std::function<void()>&
     std::string what = error.what();
     if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) what = c10_error->what_without_backtrace();
     throw CollectiveError(std::string(operation) + " failed on rank " + std::to_string(rank_) + " of " +
-                          std::to_string(world_size_) + " (" + spec_.name + ", timeout " + std::to_string(timeout_.count()) +
+                          std::to_string(world_size_) + " (" + backend_name_ + ", timeout " + std::to_string(timeout_.count()) +
                           " ms): " + what + ". A peer rank exited or stopped responding; its own log says why.");
   }
 }

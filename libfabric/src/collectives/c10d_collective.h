@@ -31,7 +31,7 @@ class C10dCollective final : public Collective, public HasProcessGroup {
  public:
   C10dCollective(const ClusterEnvironment& environment, CollectiveOptions options, C10dBackendSpec spec);
 
-  std::string_view backend() const override { return spec_.name; }
+  std::string_view backend() const override { return backend_name_; }
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
   torch::Device device() const override { return spec_.device; }
@@ -51,6 +51,7 @@ class C10dCollective final : public Collective, public HasProcessGroup {
   int world_size_;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Backend> backend_;
+  std::string backend_name_;  // the backend's own: "gloo", "shm" (Gloo's spec on one node), "nccl"
   c10::intrusive_ptr<c10d::ProcessGroup> process_group_;  // the same backend, for c10d::Reducer
 };
 

@@ -257,6 +257,10 @@ Scope DDPStrategy::no_backward_sync(torch::nn::Module& module, bool enabled) {
 }
 
 void DDPStrategy::barrier(std::string_view) { collective().barrier(); }
+std::string DDPStrategy::process_group_backend() const {
+  return collective_ ? std::string(collective_->backend()) : options_.process_group_backend;
+}
+
 void DDPStrategy::broadcast(torch::Tensor& tensor, int src) { collective().broadcast(tensor, src); }
 void DDPStrategy::all_reduce(torch::Tensor& tensor, ReduceOp op) { collective().all_reduce(tensor, op); }
 std::vector<torch::Tensor> DDPStrategy::all_gather(const torch::Tensor& tensor) {

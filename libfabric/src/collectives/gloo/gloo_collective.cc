@@ -3,17 +3,31 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <cstdlib>
+#include <string>
 
 #include "collectives/c10d_collective.h"
+#include "collectives/shm/shm_backend.h"
 
 namespace fabric::collectives {
 
+namespace {
+
+// Shared memory carries the collectives when every rank is on this node, unless the user
+// asked for Gloo itself (process_group_backend="gloo") or set FABRIC_SHARED_MEMORY=0.
+bool shared_memory_wanted(const CollectiveOptions& options) {
+  const char* switch_value = std::getenv("FABRIC_SHARED_MEMORY");
+  return options.backend.empty() && !(switch_value != nullptr && std::string(switch_value) == "0");
+}
+
+}  // namespace
+
 std::unique_ptr<Collective> make_gloo_collective(const ClusterEnvironment& environment, CollectiveOptions options) {
+  const bool try_shared_memory = shared_memory_wanted(options);
   C10dBackendSpec spec{
       .name = "gloo",
       .device_type = torch::kCPU,
       .backend_type = c10d::ProcessGroup::BackendType::GLOO,
-      .create = [](const c10::intrusive_ptr<c10d::Store>& store, int rank, int world_size,
+      .create = [try_shared_memory](const c10::intrusive_ptr<c10d::Store>& store, int rank, int world_size,
                    std::chrono::milliseconds timeout) -> c10::intrusive_ptr<c10d::Backend> {
         auto gloo_options = c10d::ProcessGroupGloo::Options::create();
         gloo_options->timeout = timeout;
@@ -29,7 +43,12 @@ std::unique_ptr<Collective> make_gloo_collective(const ClusterEnvironment& envir
         } else {
           gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
         }
-        return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, gloo_options);
+        c10::intrusive_ptr<c10d::Backend> gloo =
+            c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, gloo_options);
+        if (!try_shared_memory) return gloo;
+        // Gloo stays underneath: for the operations shared memory does not carry.
+        auto shared = SharedMemoryBackend::create(store, rank, world_size, timeout, gloo);
+        return shared ? c10::intrusive_ptr<c10d::Backend>(shared) : gloo;
       }};
   return std::make_unique<C10dCollective>(environment, options, std::move(spec));
 }

@@ -1,4 +1,6 @@
-// The Gloo backend for CPU tensors: LibTorch's c10d::ProcessGroupGloo. Compiled with
+// The Gloo backend for CPU tensors: LibTorch's c10d::ProcessGroupGloo, under the
+// shared-memory backend (shm/) when every rank is on this node and options.backend is
+// empty (FABRIC_SHARED_MEMORY=0 turns that off). Compiled with
 // the gloo headers from Debian's libgloo-dev (the torch wheel ships the library's symbols
 // but not its headers) and USE_C10D_GLOO, in this one translation unit only.
 #pragma once
