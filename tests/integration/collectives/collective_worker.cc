@@ -3,10 +3,11 @@
 //   ops         every collective, checked against values computed from the ranks; exit 0
 //   peer-exits  the last rank leaves after rendezvous; the others all_reduce
 //   peer-hangs  the last rank sleeps after rendezvous; the others all_reduce
-//   parity      the default backend (shared memory: every rank is on this node) against
-//               Gloo itself, a second group on GLOO_PORT, for every op, dtype and odd size
+//   parity      the default backend (shared memory; with Gloo between nodes when the ranks
+//               span several) against Gloo itself, a second group on GLOO_PORT, for every
+//               op, dtype and odd size; the default must be named EXPECTED ("shm" if absent)
 //   hold        rendezvous, one all_reduce, print "READY", then wait to be killed
-// Arguments: SCENARIO TIMEOUT_MS [BACKEND ("" = the default, or "gloo")] [GLOO_PORT].
+// Arguments: SCENARIO TIMEOUT_MS [BACKEND ("" = the default, or "gloo")] [GLOO_PORT] [EXPECTED].
 // A CollectiveError prints "COLLECTIVE_ERROR: <message>" and exits 3.
 #include <torch/torch.h>
 #include <unistd.h>
@@ -69,9 +70,8 @@ torch::Tensor case_data(int rank, torch::ScalarType type, std::int64_t count) {
   return torch::randint(low, low + 40, {count}, torch::kInt64).to(type);
 }
 
-void run_parity(fabric::Collective& shared, fabric::Collective& gloo) {
-  check(shared.backend() == "shm", "the default backend on one node is shared memory, not " +
-                                       std::string(shared.backend()));
+void run_parity(fabric::Collective& shared, fabric::Collective& gloo, const std::string& expected) {
+  check(shared.backend() == expected, "the default backend is " + expected + ", not " + std::string(shared.backend()));
   check(gloo.backend() == "gloo", "the second group is Gloo");
   const int rank = shared.rank(), world = shared.world_size();
   const std::vector<torch::ScalarType> types = {torch::kFloat,  torch::kDouble, torch::kBFloat16, torch::kHalf,
@@ -97,11 +97,15 @@ void run_parity(fabric::Collective& shared, fabric::Collective& gloo) {
           check(torch::equal(ours, theirs), "all_reduce agrees exactly with Gloo: " + where);
           continue;
         }
-        // Ours rounds once (16-bit types are summed in float, whose own rounding is the
-        // second term); Gloo rounds after every addition, so it may stray further.
+        // Ours rounds once on one node (16-bit types are summed in float, whose own
+        // rounding is the second term); across nodes each node's sum is rounded, then Gloo
+        // rounds after every addition of those (the third term: nodes - 1 <= world - 1).
+        // Gloo alone rounds after every addition, so it may stray further.
         const torch::Tensor our_error = (ours.to(torch::kFloat64) - reference_sum).abs();
         const double sum_ulp = type == torch::kDouble ? 0x1p-52 : 0x1p-23;  // the type it sums in
-        check((our_error <= reference_sum.abs() * ulp + magnitude * sum_ulp * (world - 1)).all().item<bool>(),
+        const double between_nodes_ulp = expected == "shm" ? 0 : ulp * (world - 1);
+        check((our_error <= reference_sum.abs() * ulp + magnitude * (sum_ulp * (world - 1) + between_nodes_ulp))
+                  .all().item<bool>(),
               "the shared-memory sum is within an ulp of the float64 sum: " + where);
         check(((ours.to(torch::kFloat64) - theirs.to(torch::kFloat64)).abs() <= magnitude * world * ulp)
                   .all().item<bool>(),
@@ -139,7 +143,7 @@ int main(int argc, char** argv) {
       ::setenv("MASTER_PORT", argv[4], 1);  // the second group's own store
       auto gloo = fabric::make_collective(*fabric::detect_environment(), torch::kCPU,
                                           {.timeout = options.timeout, .backend = "gloo"});
-      run_parity(*collective, *gloo);
+      run_parity(*collective, *gloo, argc > 5 ? argv[5] : "shm");
     } else if (scenario == "hold") {
       torch::Tensor t = torch::ones({1024});
       collective->all_reduce(t, fabric::ReduceOp::kSum);

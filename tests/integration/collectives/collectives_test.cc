@@ -1,8 +1,8 @@
 // Collectives across real processes: every operation on 3 ranks; shared memory (the default
-// on one node) against Gloo for every op, dtype and odd size; no /dev/shm left by a killed
-// job; and the two ways a peer fails — it exits, or it hangs — each of which must turn into
-// a CollectiveError on the survivors, naming the operation, within the configured timeout,
-// on both backends.
+// on one node) against Gloo for every op, dtype and odd size, on one node and across two;
+// no /dev/shm left by a killed job; and the two ways a peer fails — it exits, or it hangs —
+// each of which must turn into a CollectiveError on the survivors, naming the operation,
+// within the configured timeout, on both backends.
 #include <gtest/gtest.h>
 #include <dirent.h>
 #include <signal.h>
@@ -50,6 +50,45 @@ std::vector<std::string> shm_segments() {
   return names;
 }
 
+// Two nodes on this machine, as far as shared memory can tell: each a holder process in
+// its own IPC and mount namespaces with its own /dev/shm (a fresh tmpfs), so that ranks
+// entered into different ones cannot map each other's segments, as on two hosts. They still
+// reach each other over loopback TCP, as Gloo between nodes does. Needs root.
+class TwoNodes {
+ public:
+  TwoNodes() {
+    holders_ = fabric::testing::start_ranks(
+        "/usr/bin/unshare", 2,
+        {"--ipc", "--mount", "--propagation", "private", "sh", "-c",
+         "mount -t tmpfs tmpfs /dev/shm && echo NODE-READY && exec sleep 600"});
+    for (auto& holder : holders_) ready_ = ready_ && wait_for_text(holder.output, "NODE-READY", std::chrono::seconds(30));
+  }
+  ~TwoNodes() {
+    for (auto& holder : holders_) {
+      ::kill(holder.pid, SIGKILL);
+      exit_code(holder, std::chrono::seconds(30));
+      ::unlink(holder.output.c_str());
+    }
+  }
+  bool ready() const { return ready_; }
+  std::string why_not() const { return read_file(holders_[0].output) + read_file(holders_[1].output); }
+
+  // Ranks of the collective worker, rank r on node r % 2 (so each node's ranks are not
+  // consecutive, and rank 1 leads node 1).
+  std::vector<RankProcess> start_ranks(int world, std::vector<std::string> args) const {
+    const std::string holders = std::to_string(holders_[0].pid) + " " + std::to_string(holders_[1].pid);
+    std::vector<std::string> wrapped{
+        "-c", "holders=(" + holders + "); exec nsenter -t ${holders[RANK % 2]} --ipc --mount -- \"$0\" \"$@\"",
+        COLLECTIVE_WORKER};
+    wrapped.insert(wrapped.end(), args.begin(), args.end());
+    return fabric::testing::start_ranks("/bin/bash", world, wrapped);
+  }
+
+ private:
+  std::vector<RankProcess> holders_;
+  bool ready_ = true;
+};
+
 // The failure cases run on both paths: the default (shared memory, every rank being on this
 // node) and Gloo itself; each names its backend in the error.
 class CollectiveFailures : public ::testing::TestWithParam<std::string> {
@@ -77,6 +116,40 @@ TEST(Collectives, SharedMemoryAgreesWithGlooForEveryOpDtypeAndOddSize) {
     EXPECT_EQ(exit_code(rank, std::chrono::seconds(120)), 0) << read_file(rank.output);
     ::unlink(rank.output.c_str());
   }
+}
+
+TEST(Collectives, AcrossTwoNodes_SharedMemoryWithinEachAndGlooBetweenAgreeWithGloo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "making nodes out of namespaces needs root (CI runs as root)";
+  TwoNodes nodes;
+  ASSERT_TRUE(nodes.ready()) << nodes.why_not();
+  auto ranks = nodes.start_ranks(4, {"parity", "60000", "", std::to_string(fabric::testing::free_port()), "shm+gloo"});
+  for (auto& rank : ranks) {
+    EXPECT_EQ(exit_code(rank, std::chrono::seconds(180)), 0) << read_file(rank.output);
+    ::unlink(rank.output.c_str());
+  }
+}
+
+TEST(Collectives, AcrossTwoNodes_APeerThatExits_FailsBothNodesAtOnce) {
+  if (::geteuid() != 0) GTEST_SKIP() << "making nodes out of namespaces needs root (CI runs as root)";
+  TwoNodes nodes;
+  ASSERT_TRUE(nodes.ready()) << nodes.why_not();
+  constexpr int kTimeoutMs = 20000;
+  // Rank 3 (node 1, not its leader) exits: its leader hears of it through shared memory,
+  // node 0's leader through Gloo, and node 0's other rank through its leader.
+  auto ranks = nodes.start_ranks(4, {"peer-exits", std::to_string(kTimeoutMs), ""});
+  EXPECT_EQ(exit_code(ranks[3], std::chrono::seconds(60)), 7);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(exit_code(ranks[r], std::chrono::seconds(60)), 3) << "rank " << r;
+    const std::string output = read_file(ranks[r].output);
+    EXPECT_NE(output.find("all_reduce failed on rank " + std::to_string(r) + " of 4 (shm+gloo,"), std::string::npos)
+        << output;
+    EXPECT_LT(elapsed_ms(output), kTimeoutMs / 4) << "long before the timeout, on every node: " << output;
+  }
+  const std::string exited = "rank 3 (pid " + std::to_string(ranks[3].pid) + ") exited";
+  EXPECT_NE(read_file(ranks[1].output).find(exited), std::string::npos) << "its leader saw it go, by its own rank number";
+  EXPECT_NE(read_file(ranks[2].output).find("rank 0 gave up on the group"), std::string::npos)
+      << "node 0 heard of it through its leader, not at the timeout";
+  for (auto& rank : ranks) ::unlink(rank.output.c_str());
 }
 
 TEST(Collectives, AKilledJobLeavesNoSharedMemoryBehind) {

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "collectives/shm/node_group.h"
+#include "collectives/shm/node_map.h"
 
 namespace fabric::collectives::shm {
 namespace {
@@ -227,15 +228,15 @@ TEST(NodeGroup, APeerThatNeverArrives_IsATimeoutNamingIt_AndBreaksTheGroup) {
     group->all_reduce(&value, 1, DataType::kInt32, Reduction::kSum);
     FAIL() << "all_reduce without its peer returned";
   } catch (const NodeGroupError& error) {
-    EXPECT_STREQ(error.what(), "all_reduce on rank 0 of 2 (shared memory): timed out after 200 ms waiting for rank 1");
+    EXPECT_STREQ(error.what(), "all_reduce on rank 0 (shared memory with ranks 0, 1): timed out after 200 ms waiting for rank 1");
   }
   // The peer, arriving late, finds the group broken instead of waiting out its own timeout.
   try {
     silent->barrier();
     FAIL() << "the peer's barrier returned";
   } catch (const NodeGroupError& error) {
-    EXPECT_STREQ(error.what(), "barrier on rank 1 of 2 (shared memory): rank 0 gave up on the group (its own error "
-                               "says why)");
+    EXPECT_STREQ(error.what(), "barrier on rank 1 (shared memory with ranks 0, 1): rank 0 gave up on the group (its own "
+                               "error says why)");
   }
   EXPECT_THROW(group->barrier(), NodeGroupError) << "a broken group stays broken";
 }
@@ -249,6 +250,48 @@ std::vector<std::string> segments_named(const std::string& prefix) {
     ::closedir(directory);
   }
   return names;
+}
+
+TEST(NodeGroup, AbandoningIt_FailsThePeersWaitingOnIt) {
+  std::vector<std::string> errors(2);
+  on_ranks(2, kSmallChunks, [&](NodeGroup& group) {
+    if (group.rank() == 0) {
+      group.abandon();  // as a leader does whose link to the other nodes failed
+      return;
+    }
+    try {
+      group.barrier();
+    } catch (const NodeGroupError& error) {
+      errors[1] = error.what();
+    }
+  });
+  EXPECT_NE(errors[1].find("rank 0 gave up on the group"), std::string::npos) << errors[1];
+}
+
+// Ranks as threads again, but each says which node it is on.
+NodeMap map_of(const std::vector<std::string>& identities, int rank_asking) {
+  MemoryRendezvous rendezvous;
+  const int size = static_cast<int>(identities.size());
+  for (int r = 0; r < size; ++r) {
+    if (r != rank_asking) rendezvous.set("identity/" + std::to_string(r), identities[static_cast<std::size_t>(r)]);
+  }
+  return NodeMap::exchange(rendezvous, rank_asking, size, identities[static_cast<std::size_t>(rank_asking)]);
+}
+
+TEST(NodeMap, NumbersNodesByTheirLowestRank_WhichLeadsThem) {
+  const std::vector<std::string> identities{"b", "a", "b", "c", "a"};
+  for (int asking = 0; asking < 5; ++asking) {
+    const NodeMap map = map_of(identities, asking);
+    EXPECT_EQ(map.node_of, (std::vector<int>{0, 1, 0, 2, 1})) << "the same map on rank " << asking;
+    EXPECT_EQ(map.ranks_on, (std::vector<std::vector<int>>{{0, 2}, {1, 4}, {3}}));
+  }
+  const NodeMap map = map_of(identities, 0);
+  EXPECT_EQ(map.nodes(), 3);
+  EXPECT_EQ(map.leader(1), 1);
+  EXPECT_EQ(map.local_rank(4), 1);
+  EXPECT_EQ(map.local_size(3), 1);
+  EXPECT_FALSE(map.every_rank_alone());
+  EXPECT_TRUE(map_of({"x", "y"}, 1).every_rank_alone());
 }
 
 TEST(NodeGroup, TheSegmentHasNoNameOnceEveryRankHasMappedIt) {

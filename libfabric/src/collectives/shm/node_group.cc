@@ -11,6 +11,8 @@
 #include <new>
 #include <thread>
 
+#include "collectives/shm/node_map.h"
+
 namespace fabric::collectives::shm {
 namespace {
 
@@ -68,11 +70,7 @@ std::unique_ptr<NodeGroup> NodeGroup::join(Rendezvous& rendezvous, int rank, int
   if (size < 2 || 64 + static_cast<std::size_t>(size) * kLine > kHeaderBytes) return nullptr;
   // Only ranks that share /dev/shm and see each other's PIDs: every rank reads every
   // identity, so every rank comes to the same answer.
-  const std::string identity = node_identity();
-  rendezvous.set("identity/" + std::to_string(rank), identity);
-  bool one_node = true;
-  for (int r = 0; r < size; ++r) one_node = one_node && rendezvous.get("identity/" + std::to_string(r)) == identity;
-  if (!one_node) return nullptr;
+  if (NodeMap::exchange(rendezvous, rank, size, node_identity()).nodes() != 1) return nullptr;
 
   const std::size_t bytes = segment_bytes(size, options.chunk_bytes);
   std::unique_ptr<SharedSegment> segment;
@@ -154,16 +152,31 @@ void NodeGroup::check_usable(const char* operation) {
 void NodeGroup::check_peers_gave_up(const char* operation) {
   const std::int32_t broken_by = std::atomic_ref<std::int32_t>(static_cast<Header*>(segment_.data())->broken_by).load();
   if (broken_by != 0) {
-    fail(std::string(operation) + " on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
-         " (shared memory): rank " + std::to_string(broken_by - 1) + " gave up on the group (its own error says why)");
+    fail(where(operation) + "rank " + std::to_string(name_of(broken_by - 1)) +
+         " gave up on the group (its own error says why)");
   }
 }
 
-void NodeGroup::fail(const std::string& why) {
+int NodeGroup::name_of(int rank) const {
+  return options_.rank_names.empty() ? rank : options_.rank_names[static_cast<std::size_t>(rank)];
+}
+
+std::string NodeGroup::where(const char* operation) const {
+  std::string ranks;
+  for (int r = 0; r < size_; ++r) ranks += (r ? ", " : "") + std::to_string(name_of(r));
+  return std::string(operation) + " on rank " + std::to_string(name_of(rank_)) + " (shared memory with ranks " + ranks +
+         "): ";
+}
+
+void NodeGroup::abandon() {
   broken_ = true;
   std::int32_t healthy = 0;
   std::atomic_ref<std::int32_t>(static_cast<Header*>(segment_.data())->broken_by)
       .compare_exchange_strong(healthy, rank_ + 1);
+}
+
+void NodeGroup::fail(const std::string& why) {
+  abandon();
   throw NodeGroupError(why);
 }
 
@@ -186,19 +199,15 @@ void NodeGroup::wait_for(int peer, std::uint64_t target, const char* operation) 
   for (unsigned round = 1;; ++round) {
     if (sequence.load(std::memory_order_acquire) >= target) return;
     if (round % 16 == 0) {
-      const auto waiting = [&] {
-        return std::string(operation) + " on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
-               " (shared memory): ";
-      };
       check_peers_gave_up(operation);
       pollfd exited{.fd = peer_pidfds_[static_cast<std::size_t>(peer)], .events = POLLIN, .revents = 0};
       if (exited.fd >= 0 && ::poll(&exited, 1, 0) > 0) {
-        fail(waiting() + "rank " + std::to_string(peer) + " (pid " +
+        fail(where(operation) + "rank " + std::to_string(name_of(peer)) + " (pid " +
              std::to_string(peer_pids_[static_cast<std::size_t>(peer)]) + ") exited");
       }
       if (Clock::now() >= deadline) {
-        fail(waiting() + "timed out after " + std::to_string(options_.timeout.count()) + " ms waiting for rank " +
-             std::to_string(peer));
+        fail(where(operation) + "timed out after " + std::to_string(options_.timeout.count()) +
+             " ms waiting for rank " + std::to_string(name_of(peer)));
       }
     }
     // A short wait yields the core (to the peer, when ranks outnumber cores); a long one

@@ -41,6 +41,9 @@ class Rendezvous {
 struct NodeGroupOptions {
   std::chrono::milliseconds timeout = std::chrono::minutes(30);  // each wait for a peer
   std::size_t chunk_bytes = 256 * 1024;  // per rank and buffer: 2 x ranks x this in all
+  // What errors call each rank: its number in the caller's larger group (node_map.h), so a
+  // message names the process the user knows. Empty: the ranks' own numbers.
+  std::vector<int> rank_names;
 };
 
 class NodeGroup {
@@ -62,6 +65,11 @@ class NodeGroup {
   // outputs[r] (each `bytes` long) receives rank r's `input`.
   void all_gather(const void* input, std::size_t bytes, const std::vector<void*>& outputs);
 
+  // Marks the group broken without an error of its own: the caller failed elsewhere (its
+  // link to the other nodes), and the peers waiting on it here must fail now, not at the
+  // timeout. Every later call on any rank fails.
+  void abandon();
+
  private:
   struct Control;
   NodeGroup(SharedSegment segment, int rank, int size, NodeGroupOptions options, std::vector<int> peer_pidfds,
@@ -75,6 +83,9 @@ class NodeGroup {
   [[noreturn]] void fail(const std::string& why);
   void check_usable(const char* operation);
   void check_peers_gave_up(const char* operation);
+  int name_of(int rank) const;
+  // "<operation> on rank R (shared memory with ranks A, B): " for the start of an error.
+  std::string where(const char* operation) const;
 
   SharedSegment segment_;
   int rank_;

@@ -98,62 +98,121 @@ void run(Operation&& operation) {
 c10::intrusive_ptr<SharedMemoryBackend> SharedMemoryBackend::create(const c10::intrusive_ptr<c10d::Store>& store,
                                                                     int rank, int size,
                                                                     std::chrono::milliseconds timeout,
-                                                                    c10::intrusive_ptr<c10d::Backend> network) {
-  StoreRendezvous rendezvous(c10::make_intrusive<c10d::PrefixStore>("fabric-shm", store));
-  auto group = shm::NodeGroup::join(rendezvous, rank, size, {.timeout = timeout});
-  if (!group) return {};
-  return c10::make_intrusive<SharedMemoryBackend>(std::move(group), std::move(network));
+                                                                    c10::intrusive_ptr<c10d::Backend> network,
+                                                                    const NetworkFactory& make_network) {
+  const auto ours = c10::make_intrusive<c10d::PrefixStore>("fabric-shm", store);
+  StoreRendezvous rendezvous(ours);
+  shm::NodeMap map = shm::NodeMap::exchange(rendezvous, rank, size, shm::node_identity());
+  if (map.every_rank_alone()) return {};
+
+  const int node = map.node_of[static_cast<std::size_t>(rank)];
+  std::unique_ptr<shm::NodeGroup> local;
+  if (map.local_size(rank) > 1) {
+    StoreRendezvous on_node(c10::make_intrusive<c10d::PrefixStore>("node-" + std::to_string(node), ours));
+    local = shm::NodeGroup::join(on_node, map.local_rank(rank), map.local_size(rank),
+                                 {.timeout = timeout, .rank_names = map.ranks_on[static_cast<std::size_t>(node)]});
+  }
+  // Every rank must take the same path: shared memory only if every node that needs a
+  // group has one.
+  rendezvous.set("formed/" + std::to_string(rank), local || map.local_size(rank) == 1 ? "yes" : "no");
+  for (int r = 0; r < size; ++r) {
+    if (rendezvous.get("formed/" + std::to_string(r)) != "yes") return {};
+  }
+
+  c10::intrusive_ptr<c10d::Backend> leaders;
+  if (map.nodes() > 1 && map.leader(node) == rank) {
+    leaders = make_network(c10::make_intrusive<c10d::PrefixStore>("leaders", ours), node, map.nodes());
+  }
+  return c10::make_intrusive<SharedMemoryBackend>(rank, std::move(map), std::move(local), std::move(leaders),
+                                                  std::move(network));
 }
 
-SharedMemoryBackend::SharedMemoryBackend(std::unique_ptr<shm::NodeGroup> group,
+SharedMemoryBackend::SharedMemoryBackend(int rank, shm::NodeMap map, std::unique_ptr<shm::NodeGroup> local,
+                                         c10::intrusive_ptr<c10d::Backend> leaders,
                                          c10::intrusive_ptr<c10d::Backend> network)
-    : c10d::Backend(group->rank(), group->size()), group_(std::move(group)), network_(std::move(network)) {}
+    : c10d::Backend(rank, static_cast<int>(map.node_of.size())),
+      map_(std::move(map)),
+      node_(map_.node_of[static_cast<std::size_t>(rank)]),
+      local_(std::move(local)),
+      leaders_(std::move(leaders)),
+      network_(std::move(network)) {}
 
 SharedMemoryBackend::~SharedMemoryBackend() = default;
+
+void SharedMemoryBackend::between_leaders(const std::function<c10::intrusive_ptr<c10d::Work>()>& operation) {
+  if (!leaders_) return;
+  try {
+    operation()->wait();
+  } catch (...) {
+    if (local_) local_->abandon();
+    throw;
+  }
+}
 
 c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::allreduce(std::vector<at::Tensor>& tensors,
                                                               const c10d::AllreduceOptions& options) {
   const auto type = tensors.size() == 1 ? data_type(tensors[0]) : std::nullopt;
   const auto op = reduction(options.reduceOp);
   if (!type || !op || !plain(tensors[0])) return network_->allreduce(tensors, options);
-  run([&] { group_->all_reduce(tensors[0].data_ptr(), static_cast<std::size_t>(tensors[0].numel()), *type, *op); });
+  at::Tensor& tensor = tensors[0];
+  run([&] {
+    if (local_) local_->all_reduce(tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), *type, *op);
+    between_leaders([&] { return leaders_->allreduce(tensors, options); });
+    if (local_ && spans_nodes()) local_->broadcast(tensor.data_ptr(), tensor.nbytes(), 0);
+  });
   return completed(tensors);
 }
 
 c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::broadcast(std::vector<at::Tensor>& tensors,
                                                               const c10d::BroadcastOptions& options) {
   if (tensors.size() != 1 || !plain(tensors[0]) || options.rootTensor != 0) return network_->broadcast(tensors, options);
-  run([&] { group_->broadcast(tensors[0].data_ptr(), tensors[0].nbytes(), static_cast<int>(options.rootRank)); });
+  at::Tensor& tensor = tensors[0];
+  const int root = static_cast<int>(options.rootRank);
+  const int root_node = map_.node_of[static_cast<std::size_t>(root)];
+  run([&] {
+    // To the root's leader, from it to the other leaders, from each of them to its node.
+    if (local_ && node_ == root_node) local_->broadcast(tensor.data_ptr(), tensor.nbytes(), map_.local_rank(root));
+    between_leaders([&] {
+      c10d::BroadcastOptions between = options;
+      between.rootRank = root_node;
+      return leaders_->broadcast(tensors, between);
+    });
+    if (local_ && node_ != root_node) local_->broadcast(tensor.data_ptr(), tensor.nbytes(), 0);
+  });
   return completed(tensors);
 }
 
 c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::allgather(std::vector<std::vector<at::Tensor>>& outputs,
                                                               std::vector<at::Tensor>& inputs,
                                                               const c10d::AllgatherOptions& options) {
-  if (inputs.size() != 1 || outputs.size() != 1 || !plain(inputs[0]) ||
+  if (spans_nodes() || inputs.size() != 1 || outputs.size() != 1 || !plain(inputs[0]) ||
       !plain_list(outputs[0], inputs[0], static_cast<std::size_t>(getSize()))) {
     return network_->allgather(outputs, inputs, options);
   }
   std::vector<void*> targets;
   for (auto& output : outputs[0]) targets.push_back(output.data_ptr());
-  run([&] { group_->all_gather(inputs[0].data_ptr(), inputs[0].nbytes(), targets); });
+  run([&] { local_->all_gather(inputs[0].data_ptr(), inputs[0].nbytes(), targets); });
   return completed(outputs[0]);
 }
 
 c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::_allgather_base(at::Tensor& output, at::Tensor& input,
                                                                     const c10d::AllgatherOptions& options) {
-  if (!plain(input) || !plain(output) || output.scalar_type() != input.scalar_type() ||
+  if (spans_nodes() || !plain(input) || !plain(output) || output.scalar_type() != input.scalar_type() ||
       output.nbytes() != input.nbytes() * static_cast<std::size_t>(getSize())) {
     return network_->_allgather_base(output, input, options);
   }
   std::vector<void*> targets;
   for (int r = 0; r < getSize(); ++r) targets.push_back(static_cast<std::byte*>(output.data_ptr()) + r * input.nbytes());
-  run([&] { group_->all_gather(input.data_ptr(), input.nbytes(), targets); });
+  run([&] { local_->all_gather(input.data_ptr(), input.nbytes(), targets); });
   return completed({output});
 }
 
-c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::barrier(const c10d::BarrierOptions& /*options*/) {
-  run([&] { group_->barrier(); });
+c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::barrier(const c10d::BarrierOptions& options) {
+  run([&] {
+    if (local_) local_->barrier();
+    between_leaders([&] { return leaders_->barrier(options); });
+    if (local_ && spans_nodes()) local_->barrier();  // no rank leaves before every node arrived
+  });
   return completed({});
 }
 

@@ -1,16 +1,26 @@
-// The shared-memory c10d::Backend for CPU tensors whose ranks all share one node: all_reduce,
-// broadcast, all_gather (and its flat form), barrier through a NodeGroup (node_group.h);
-// every other operation, and tensors it does not carry (non-contiguous, sparse, several per
-// call, other dtypes or reductions), through the Gloo backend it wraps. Because it is a
-// c10d::Backend, DDP's c10d::Reducer reduces its buckets through it unchanged.
-// Operations run in the calling thread and return completed work.
+// The shared-memory c10d::Backend for CPU tensors: all_reduce, broadcast, all_gather (and its
+// flat form) and barrier through a NodeGroup (node_group.h) of the ranks on this node; every
+// other operation, and tensors it does not carry (non-contiguous, sparse, several per call,
+// other dtypes or reductions), through the Gloo backend of the whole group it wraps.
+//
+// On one node ("shm") the node group is the whole group. Across nodes ("shm+gloo") it is
+// hierarchical: all_reduce reduces within each node, then between the nodes' leaders over
+// a second Gloo group of leaders only, then broadcasts within each node; broadcast and
+// barrier go the same three ways; all_gather is the whole group's Gloo. A failure between
+// nodes marks the leader's node group broken, so its node fails at once too.
+//
+// Because it is a c10d::Backend, DDP's c10d::Reducer reduces its buckets through it
+// unchanged. Operations run in the calling thread and return completed work.
 #pragma once
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
+
+#include "collectives/shm/node_map.h"
 
 namespace fabric::collectives {
 
@@ -18,17 +28,25 @@ namespace shm {
 class NodeGroup;
 }
 
+// Makes the network backend (Gloo) of a group of `size` ranks meeting through `store`.
+using NetworkFactory =
+    std::function<c10::intrusive_ptr<c10d::Backend>(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size)>;
+
 class SharedMemoryBackend final : public c10d::Backend {
  public:
-  // Joins the ranks through `store` (every rank calls this); nullptr on every rank when they
-  // are not all on one node, or cannot share memory there.
+  // Joins the ranks through `store` (every rank calls this). `network` is the whole group's
+  // Gloo; `make_network` makes the leaders' group when the ranks span nodes. nullptr on
+  // every rank when no node holds two of them, or a node that does cannot share memory.
   static c10::intrusive_ptr<SharedMemoryBackend> create(const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                                         int size, std::chrono::milliseconds timeout,
-                                                        c10::intrusive_ptr<c10d::Backend> network);
-  SharedMemoryBackend(std::unique_ptr<shm::NodeGroup> group, c10::intrusive_ptr<c10d::Backend> network);
+                                                        c10::intrusive_ptr<c10d::Backend> network,
+                                                        const NetworkFactory& make_network);
+  // `local` is null where this rank is alone on its node, `leaders` where it leads none.
+  SharedMemoryBackend(int rank, shm::NodeMap map, std::unique_ptr<shm::NodeGroup> local,
+                      c10::intrusive_ptr<c10d::Backend> leaders, c10::intrusive_ptr<c10d::Backend> network);
   ~SharedMemoryBackend() override;
 
-  const std::string getBackendName() const override { return "shm"; }
+  const std::string getBackendName() const override { return spans_nodes() ? "shm+gloo" : "shm"; }
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& options) override;
@@ -68,8 +86,16 @@ class SharedMemoryBackend final : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
 
  private:
-  std::unique_ptr<shm::NodeGroup> group_;
-  c10::intrusive_ptr<c10d::Backend> network_;  // Gloo
+  bool spans_nodes() const { return map_.nodes() > 1; }
+  // Runs one of the leaders' Gloo operations to completion; if it fails, this node's group
+  // fails too, so the ranks waiting on their leader hear of it now.
+  void between_leaders(const std::function<c10::intrusive_ptr<c10d::Work>()>& operation);
+
+  shm::NodeMap map_;
+  int node_;                                   // this rank's node in map_
+  std::unique_ptr<shm::NodeGroup> local_;      // this node's ranks
+  c10::intrusive_ptr<c10d::Backend> leaders_;  // Gloo between the nodes' leaders
+  c10::intrusive_ptr<c10d::Backend> network_;  // Gloo of the whole group
 };
 
 }  // namespace fabric::collectives
