@@ -161,6 +161,27 @@ TEST_F(Checkpoint, TruncatedCorruptOrForeignFiles_AreErrorsNamingTheFile) {
   }
 }
 
+TEST_F(Checkpoint, LargeRecordsReadOnSeveralThreads_StillCatchAFlippedByteInAnyPiece) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);  // records of 16 MiB and more are read on two threads
+  const torch::Tensor large = torch::arange(6 << 20, torch::kFloat32);  // 24 MiB: 24 pieces
+  fabric.save(path("large.pt"), {{"large", large}});
+  EXPECT_TRUE(torch::equal(fabric.load(path("large.pt")).get<torch::Tensor>("large"), large));
+
+  std::ifstream in(path("large.pt"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // The tensor is all but a few KiB of the file: these land in its first, a middle and its
+  // last 1 MiB piece.
+  for (const double where : {0.01, 0.5, 0.99}) {
+    std::string flipped = bytes;
+    flipped[static_cast<std::size_t>(static_cast<double>(bytes.size()) * where)] ^= 0x01;
+    std::ofstream(path("flipped.pt"), std::ios::binary) << flipped;
+    const std::string message = message_of([&] { fabric.load(path("flipped.pt")); });
+    EXPECT_NE(message.find("does not match its checksum"), std::string::npos) << where << ": " << message;
+  }
+  at::set_num_threads(threads);
+}
+
 TEST_F(Checkpoint, PythonOpensOurCheckpointsSafelyWithTheSameNamesAndOutputs) {
   torch::manual_seed(3);
   auto [model, optimizer] =
