@@ -146,10 +146,20 @@ void counted_steps(int counted, const std::vector<Batch>& batches) {
   }
 }
 
+// Callgrind's files: `prefix` at exit, `prefix.N` for the N-th dump.
+std::string dump_file(const std::string& prefix, int part) {
+  std::string path = prefix;
+  if (part > 0) {
+    path += '.';
+    path += std::to_string(part);
+  }
+  return path;
+}
+
 // The instruction count of the dump whose trigger names `what` ("summary:" of its file).
 double dumped_instructions(const std::string& prefix, const std::string& what) {
   for (int part = 1; part <= 8; ++part) {
-    std::ifstream dump(prefix + "." + std::to_string(part));
+    std::ifstream dump(dump_file(prefix, part));
     std::string line, trigger;
     double total = -1;
     while (std::getline(dump, line)) {
@@ -182,7 +192,7 @@ void count_instructions(const char* self, int counted) {
         case_name(precision).c_str(), ours, plain, ours / plain, counted);
     std::fflush(stdout);
   }
-  for (int part = 0; part <= 8; ++part) std::remove((prefix + (part ? "." + std::to_string(part) : "")).c_str());
+  for (int part = 0; part <= 8; ++part) std::remove(dump_file(prefix, part).c_str());
 }
 
 }  // namespace
