@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -134,7 +135,9 @@ void counted_steps(int counted, const std::vector<Batch>& batches) {
   for (const char* precision : {"32-true", "bf16-mixed"}) {
     Sides sides(precision);
     for (int i = 0; i < 50; ++i) sides.plain_step(batches[i % batches.size()]), sides.fabric_step(batches[i % batches.size()]);
-    // Named strings: the macros keep the pointer past the end of their first statement.
+    // Named strings: the macro is a statement expression, and a temporary made in its
+    // argument dies at the end of the inner statement that stores the pointer, before the
+    // request reads it (the first dumps came out named with garbage).
     const std::string plain_dump = std::string("plain ") + precision, fabric_dump = std::string("fabric ") + precision;
     CALLGRIND_START_INSTRUMENTATION;
     CALLGRIND_ZERO_STATS;
@@ -177,7 +180,7 @@ double dumped_instructions(const std::string& prefix, const std::string& what) {
 void count_instructions(const char* self, int counted) {
   const std::string prefix = "/tmp/fabric-step-callgrind-" + std::to_string(::getpid());
   const std::string command = "valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=" + prefix +
-                              " " + self + " --counted-steps-inside " + std::to_string(counted) + " >/dev/null 2>&1";
+                              " '" + self + "' --counted-steps-inside " + std::to_string(counted) + " >/dev/null 2>&1";
   if (std::system(command.c_str()) != 0) {
     std::fprintf(stderr, "callgrind failed: %s (is valgrind installed? scripts/bootstrap installs it)\n", command.c_str());
     return;
@@ -185,6 +188,10 @@ void count_instructions(const char* self, int counted) {
   for (const char* precision : {"32-true", "bf16-mixed"}) {
     const double plain = dumped_instructions(prefix, std::string("plain ") + precision) / counted;
     const double ours = dumped_instructions(prefix, std::string("fabric ") + precision) / counted;
+    if (plain <= 0 || ours <= 0) {
+      std::fprintf(stderr, "no callgrind dump for %s under %s.*: nothing to report\n", precision, prefix.c_str());
+      continue;
+    }
     std::printf(
         "{\"bench\": \"step_overhead\", \"case\": \"%s-instructions\", \"metric\": \"instructions_per_step\", "
         "\"ours\": %.0f, \"baseline\": \"plain-libtorch\", \"theirs\": %.0f, \"ratio\": %.4f, \"steps\": %d, "

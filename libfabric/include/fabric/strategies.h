@@ -90,8 +90,9 @@ class DDPStrategy : public ParallelStrategy {
   void all_reduce(torch::Tensor& tensor, ReduceOp op) override;
   std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor) override;
 
-  // What the collectives run on once set up, the backend's own name: "shm" (every rank on
-  // this node, CPU), "gloo" or "nccl"; before that, what DDPOptions asked for (Lightning's
+  // What the collectives run on once set up, the backend's own name: "shm" (CPU, every rank
+  // on this node), "shm+gloo" (CPU, shared memory within each node and Gloo between them),
+  // "gloo" or "nccl"; before that, what DDPOptions asked for (Lightning's
   // process_group_backend).
   std::string process_group_backend() const;
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <system_error>
 #include <memory>
 #include <tuple>
 #include <thread>
@@ -39,8 +40,9 @@ std::vector<char> pickle(const torch::IValue& value, std::vector<torch::Tensor>&
 
 // Reads the records of one archive, checking each against the CRC-32 of the zip directory.
 // Stored records (all that torch.save and fabric.save write) are read straight into their
-// storage, a piece at a time on the intra-op threads, each piece checksummed while it is
-// still in cache; anything else goes through LibTorch's reader.
+// storage, a piece at a time, each piece checksummed while it is still in cache, large
+// records on as many threads as the intra-op budget; anything else goes through LibTorch's
+// reader.
 class VerifiedReader {
  public:
   explicit VerifiedReader(const std::string& path) : path_(path), zip_(path) {
@@ -55,8 +57,10 @@ class VerifiedReader {
     if (found == zip_.entries().end()) corrupt("it has no record " + name);
     const ZipEntry& entry = found->second;
     if (entry.method != 0 || entry.compressed_size != entry.size) return through_torch(name, entry);
+    const std::uint64_t offset = zip_.data_offset(entry);
+    zip_.require_within(offset, entry.size);  // before allocating what a corrupt size asks for
     at::DataPtr data = c10::GetCPUAllocator()->allocate(entry.size);
-    if (read_checksummed(zip_.data_offset(entry), entry.size, static_cast<unsigned char*>(data.get())) != entry.crc) {
+    if (read_checksummed(offset, entry.size, static_cast<unsigned char*>(data.get())) != entry.crc) {
       corrupt("record " + name + " does not match its checksum");
     }
     return {std::move(data), entry.size};
@@ -69,8 +73,9 @@ class VerifiedReader {
 
  private:
   // Reads `size` bytes at `offset` into `into` and returns their CRC-32: in 1 MiB pieces,
-  // each checksummed while still in cache, on as many threads as LibTorch's intra-op
-  // budget allows (at::parallel_for would not do: its OpenMP pragma needs -fopenmp here).
+  // each checksummed while still in cache, on up to at::get_num_threads() threads started
+  // for the record, one per 8 MiB (at::parallel_for would not do: its OpenMP pragma needs
+  // -fopenmp in this translation unit, without which it runs serially).
   std::uint32_t read_checksummed(std::uint64_t offset, std::uint64_t size, unsigned char* into) const {
     constexpr std::uint64_t kPiece = 1 << 20;
     const std::size_t pieces = static_cast<std::size_t>((size + kPiece - 1) / kPiece);
@@ -87,14 +92,18 @@ class VerifiedReader {
     std::vector<std::exception_ptr> errors(helpers > 0 ? helpers - 1 : 0);
     std::vector<std::thread> threads;
     for (std::size_t i = 0; i + 1 < helpers; ++i) {
-      threads.emplace_back([&, i] {
-        try {
-          work();
-        } catch (...) {
-          errors[i] = std::current_exception();
-          next = pieces;  // the others stop too
-        }
-      });
+      try {
+        threads.emplace_back([&, i] {
+          try {
+            work();
+          } catch (...) {
+            errors[i] = std::current_exception();
+            next = pieces;  // the others stop too
+          }
+        });
+      } catch (const std::system_error&) {
+        break;  // no thread to be had: fewer read the record
+      }
     }
     try {
       work();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -33,7 +34,11 @@ T read_le(const unsigned char* bytes) {
 ZipArchive::ZipArchive(const std::string& path) : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
   if (fd_ < 0) throw CheckpointError("Cannot open checkpoint " + path + ": " + std::strerror(errno) + ".");
   struct stat info {};
-  ::fstat(fd_, &info);
+  if (::fstat(fd_, &info) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    throw CheckpointError("Cannot read checkpoint " + path + ": " + std::strerror(error) + ".");
+  }
   size_ = static_cast<std::uint64_t>(info.st_size);
   try {
     read_directory();
@@ -45,8 +50,12 @@ ZipArchive::ZipArchive(const std::string& path) : path_(path), fd_(::open(path.c
 
 ZipArchive::~ZipArchive() { ::close(fd_); }
 
-void ZipArchive::read(std::uint64_t offset, std::uint64_t length, void* into) const {
+void ZipArchive::require_within(std::uint64_t offset, std::uint64_t length) const {
   if (offset > size_ || length > size_ - offset) corrupt("a zip structure points past the end of the file");
+}
+
+void ZipArchive::read(std::uint64_t offset, std::uint64_t length, void* into) const {
+  require_within(offset, length);
   auto* bytes = static_cast<unsigned char*>(into);
   while (length > 0) {
     const ssize_t got = ::pread(fd_, bytes, length, static_cast<off_t>(offset));

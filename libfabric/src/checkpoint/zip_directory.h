@@ -32,6 +32,8 @@ class ZipArchive {
   std::uint64_t data_offset(const ZipEntry& entry) const;
   // `length` bytes at `offset` into `into`; safe from several threads at once.
   void read(std::uint64_t offset, std::uint64_t length, void* into) const;
+  // CheckpointError unless the file holds `length` bytes at `offset`.
+  void require_within(std::uint64_t offset, std::uint64_t length) const;
   [[noreturn]] void corrupt(const std::string& why) const;
 
  private:

@@ -268,6 +268,18 @@ TEST(NodeGroup, AbandoningIt_FailsThePeersWaitingOnIt) {
   EXPECT_NE(errors[1].find("rank 0 gave up on the group"), std::string::npos) << errors[1];
 }
 
+TEST(NodeGroup, AChunkSizeTheBuffersCannotHold_IsRefusedNamingTheRule) {
+  MemoryRendezvous rendezvous;
+  for (const std::size_t chunk : {std::size_t{0}, std::size_t{100}, std::size_t{1} << 33}) {
+    try {
+      NodeGroup::join(rendezvous, 0, 2, {.timeout = std::chrono::seconds(1), .chunk_bytes = chunk});
+      FAIL() << chunk << " was accepted";
+    } catch (const std::invalid_argument& error) {
+      EXPECT_NE(std::string(error.what()).find("positive multiple of 64 below 4 GiB"), std::string::npos) << error.what();
+    }
+  }
+}
+
 // Ranks as threads again, but each says which node it is on.
 NodeMap map_of(const std::vector<std::string>& identities, int rank_asking) {
   MemoryRendezvous rendezvous;

@@ -65,8 +65,14 @@ struct alignas(kLine) NodeGroup::Control {
   std::uint64_t sequence;  // the steps this rank has published (atomic_ref'd)
 };
 static_assert(sizeof(Header) <= kLine);
+// Counters and the broken flag are shared between processes: only lock-free atomics are.
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free && std::atomic_ref<std::int32_t>::is_always_lock_free);
 
 std::unique_ptr<NodeGroup> NodeGroup::join(Rendezvous& rendezvous, int rank, int size, NodeGroupOptions options) {
+  if (options.chunk_bytes == 0 || options.chunk_bytes % kLine != 0 || options.chunk_bytes > UINT32_MAX) {
+    throw std::invalid_argument("NodeGroupOptions::chunk_bytes must be a positive multiple of 64 below 4 GiB, not " +
+                                std::to_string(options.chunk_bytes));
+  }
   if (size < 2 || 64 + static_cast<std::size_t>(size) * kLine > kHeaderBytes) return nullptr;
   // Only ranks that share /dev/shm and see each other's PIDs: every rank reads every
   // identity, so every rank comes to the same answer.
@@ -87,7 +93,8 @@ std::unique_ptr<NodeGroup> NodeGroup::join(Rendezvous& rendezvous, int rank, int
       if (name.empty()) throw std::runtime_error("rank 0 could not create the segment");
       segment = std::make_unique<SharedSegment>(SharedSegment::open(name, bytes));
       const auto* header = static_cast<const Header*>(segment->data());
-      if (header->magic != kMagic || header->size != static_cast<std::uint32_t>(size)) {
+      if (header->magic != kMagic || header->size != static_cast<std::uint32_t>(size) ||
+          header->chunk_bytes != static_cast<std::uint32_t>(options.chunk_bytes)) {
         throw std::runtime_error("segment " + name + " is not this group's");
       }
     }
@@ -145,16 +152,31 @@ void NodeGroup::check_usable(const char* operation) {
     throw NodeGroupError(std::string(operation) + ": the shared-memory group failed in an earlier operation and "
                          "cannot be used again");
   }
-  check_peers_gave_up(operation);
+  if (auto why = peers_gave_up(operation)) fail(*why);
 }
 
 // Another rank marked the group broken: this one fails too, instead of waiting it out.
-void NodeGroup::check_peers_gave_up(const char* operation) {
+std::optional<std::string> NodeGroup::peers_gave_up(const char* operation) const {
   const std::int32_t broken_by = std::atomic_ref<std::int32_t>(static_cast<Header*>(segment_.data())->broken_by).load();
-  if (broken_by != 0) {
-    fail(where(operation) + "rank " + std::to_string(name_of(broken_by - 1)) +
-         " gave up on the group (its own error says why)");
+  if (broken_by == 0) return std::nullopt;
+  return where(operation) + "rank " + std::to_string(name_of(broken_by - 1)) +
+         " gave up on the group (its own error says why)";
+}
+
+// Why waiting on `peer` is pointless, if it is: the group is broken, the peer has exited,
+// or the timeout has passed.
+std::optional<std::string> NodeGroup::hopeless(int peer, Clock::time_point deadline, const char* operation) const {
+  if (auto why = peers_gave_up(operation)) return why;
+  pollfd exited{.fd = peer_pidfds_[static_cast<std::size_t>(peer)], .events = POLLIN, .revents = 0};
+  if (exited.fd >= 0 && ::poll(&exited, 1, 0) > 0) {
+    return where(operation) + "rank " + std::to_string(name_of(peer)) + " (pid " +
+           std::to_string(peer_pids_[static_cast<std::size_t>(peer)]) + ") exited";
   }
+  if (Clock::now() >= deadline) {
+    return where(operation) + "timed out after " + std::to_string(options_.timeout.count()) +
+           " ms waiting for rank " + std::to_string(name_of(peer));
+  }
+  return std::nullopt;
 }
 
 int NodeGroup::name_of(int rank) const {
@@ -199,15 +221,11 @@ void NodeGroup::wait_for(int peer, std::uint64_t target, const char* operation) 
   for (unsigned round = 1;; ++round) {
     if (sequence.load(std::memory_order_acquire) >= target) return;
     if (round % 16 == 0) {
-      check_peers_gave_up(operation);
-      pollfd exited{.fd = peer_pidfds_[static_cast<std::size_t>(peer)], .events = POLLIN, .revents = 0};
-      if (exited.fd >= 0 && ::poll(&exited, 1, 0) > 0) {
-        fail(where(operation) + "rank " + std::to_string(name_of(peer)) + " (pid " +
-             std::to_string(peer_pids_[static_cast<std::size_t>(peer)]) + ") exited");
-      }
-      if (Clock::now() >= deadline) {
-        fail(where(operation) + "timed out after " + std::to_string(options_.timeout.count()) +
-             " ms waiting for rank " + std::to_string(name_of(peer)));
+      // The peer may have published this step just before it exited (a last barrier) or
+      // before another rank broke the group: only a step still missing is a failure.
+      if (auto why = hopeless(peer, deadline, operation)) {
+        if (sequence.load(std::memory_order_acquire) >= target) return;
+        fail(*why);
       }
     }
     // A short wait yields the core (to the peer, when ranks outnumber cores); a long one

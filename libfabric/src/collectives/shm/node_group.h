@@ -1,13 +1,18 @@
 // Collectives between the ranks of one node through one shared-memory segment they all map
 // (segment.h): all_reduce as a reduce-scatter then an all-gather, broadcast, all_gather and
 // barrier, a chunk at a time. Each rank owns two chunk buffers in the segment (used in
-// turn) and one sequence counter; a rank publishes a step by raising its counter and waits
-// for every peer's to reach the same value. Chunks are small enough to stay in cache between
-// the copy in, the reduction and the copy out.
+// turn) and one sequence counter; a rank publishes a step by raising its counter (release)
+// and waits for every peer's to reach the same value (acquire). Chunks are small enough to
+// stay in cache between the copy in, the reduction and the copy out.
 //
-// It fails as Gloo does: a peer that exits is noticed at once (a pidfd per peer), one that
-// hangs when the timeout expires; either is a NodeGroupError, the group is marked broken in
-// the segment so every other rank fails its next wait too, and every later call fails.
+// Why two buffers suffice: a rank writes buffer t again only two chunks later, after it has
+// passed the step that ends the chunk in between; every peer published that step only
+// after it finished reading buffer t. (A barrier takes a step without touching a buffer.)
+//
+// It fails as Gloo does: a peer that exits is noticed at once (a pidfd per peer, where the
+// kernel has pidfd_open; else at the timeout), one that hangs when the timeout expires;
+// either is a NodeGroupError, the group is marked broken in the segment so every other rank
+// fails its next wait too, and every later call fails.
 // Torch-free. One thread per rank calls it; every rank makes the same calls in the same order.
 #pragma once
 
@@ -15,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -82,7 +88,9 @@ class NodeGroup {
   void wait_for(int peer, std::uint64_t target, const char* operation);
   [[noreturn]] void fail(const std::string& why);
   void check_usable(const char* operation);
-  void check_peers_gave_up(const char* operation);
+  std::optional<std::string> peers_gave_up(const char* operation) const;
+  std::optional<std::string> hopeless(int peer, std::chrono::steady_clock::time_point deadline,
+                                      const char* operation) const;
   int name_of(int rank) const;
   // "<operation> on rank R (shared memory with ranks A, B): " for the start of an error.
   std::string where(const char* operation) const;

@@ -100,6 +100,9 @@ c10::intrusive_ptr<SharedMemoryBackend> SharedMemoryBackend::create(const c10::i
                                                                     std::chrono::milliseconds timeout,
                                                                     c10::intrusive_ptr<c10d::Backend> network,
                                                                     const NetworkFactory& make_network) {
+  // The keys, all under fabric-shm/: identity/<rank> (node_map), formed/<rank> (below),
+  // node-<n>/... (each node's NodeGroup::join: identity/, segment, mapped/) and leaders/...
+  // (the leaders' Gloo group).
   const auto ours = c10::make_intrusive<c10d::PrefixStore>("fabric-shm", store);
   StoreRendezvous rendezvous(ours);
   shm::NodeMap map = shm::NodeMap::exchange(rendezvous, rank, size, shm::node_identity());
@@ -165,7 +168,10 @@ c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::allreduce(std::vector<at::Te
 
 c10::intrusive_ptr<c10d::Work> SharedMemoryBackend::broadcast(std::vector<at::Tensor>& tensors,
                                                               const c10d::BroadcastOptions& options) {
-  if (tensors.size() != 1 || !plain(tensors[0]) || options.rootTensor != 0) return network_->broadcast(tensors, options);
+  if (tensors.size() != 1 || !plain(tensors[0]) || options.rootTensor != 0 || options.rootRank < 0 ||
+      options.rootRank >= getSize()) {
+    return network_->broadcast(tensors, options);  // Gloo names a bad root
+  }
   at::Tensor& tensor = tensors[0];
   const int root = static_cast<int>(options.rootRank);
   const int root_node = map_.node_of[static_cast<std::size_t>(root)];

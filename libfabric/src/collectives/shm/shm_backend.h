@@ -6,8 +6,14 @@
 // On one node ("shm") the node group is the whole group. Across nodes ("shm+gloo") it is
 // hierarchical: all_reduce reduces within each node, then between the nodes' leaders over
 // a second Gloo group of leaders only, then broadcasts within each node; broadcast and
-// barrier go the same three ways; all_gather is the whole group's Gloo. A failure between
-// nodes marks the leader's node group broken, so its node fails at once too.
+// barrier go the same three ways; all_gather is the whole group's Gloo. A leader whose Gloo
+// step fails marks its node group broken, so its node fails at once too; the other nodes
+// hear of a failure when the failed rank's process ends (its connections close) or at the
+// timeout.
+//
+// Whether a call goes to shared memory or to Gloo depends on the call's tensors and options,
+// so every rank must make the same call (as with any c10d backend), and every rank must
+// see the same FABRIC_SHARED_MEMORY (fabricd gives every rank of a job the same environment).
 //
 // Because it is a c10d::Backend, DDP's c10d::Reducer reduces its buckets through it
 // unchanged. Operations run in the calling thread and return completed work.
