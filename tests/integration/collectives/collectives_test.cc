@@ -152,6 +152,28 @@ TEST(Collectives, AcrossTwoNodes_APeerThatExits_FailsBothNodesWellBeforeTheTimeo
   for (auto& rank : ranks) ::unlink(rank.output.c_str());
 }
 
+TEST(Collectives, AcrossTwoNodes_APeerThatHangs_FailsEveryOtherRankWhenTheTimeoutExpires) {
+  if (::geteuid() != 0) GTEST_SKIP() << "making nodes out of namespaces needs root (CI runs as root)";
+  TwoNodes nodes;
+  ASSERT_TRUE(nodes.ready()) << nodes.why_not();
+  constexpr int kTimeoutMs = 2000;
+  // Rank 3 (node 1) sleeps: its leader times out in shared memory and exits, which ends
+  // node 0's Gloo step with it; nobody waits past the timeout for the rank that hangs.
+  auto ranks = nodes.start_ranks(4, {"peer-hangs", std::to_string(kTimeoutMs), ""});
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(exit_code(ranks[r], std::chrono::seconds(60)), 3) << "rank " << r;
+    const std::string output = read_file(ranks[r].output);
+    EXPECT_NE(output.find("all_reduce failed on rank " + std::to_string(r) + " of 4 (shm+gloo,"), std::string::npos)
+        << output;
+    EXPECT_LE(elapsed_ms(output), kTimeoutMs + 1000) << "no longer than the timeout + 1 s: " << output;
+  }
+  EXPECT_NE(read_file(ranks[1].output).find("timed out after 2000 ms waiting for rank 3"), std::string::npos)
+      << read_file(ranks[1].output);
+  ::kill(ranks[3].pid, SIGKILL);  // the hung rank
+  exit_code(ranks[3], std::chrono::seconds(30));
+  for (auto& rank : ranks) ::unlink(rank.output.c_str());
+}
+
 TEST(Collectives, AKilledJobLeavesNoSharedMemoryBehind) {
   const auto before = shm_segments();
   auto ranks = start_ranks(3, "hold", 30000);
