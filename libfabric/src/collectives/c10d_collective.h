@@ -51,7 +51,7 @@ class C10dCollective final : public Collective, public HasProcessGroup {
   int world_size_;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Backend> backend_;
-  std::string backend_name_;  // the backend's own: "gloo", "shm" (Gloo's spec on one node), "nccl"
+  std::string backend_name_;  // the backend's own: "gloo", "shm" / "shm+gloo" (Gloo's spec, shared memory), "nccl"
   c10::intrusive_ptr<c10d::ProcessGroup> process_group_;  // the same backend, for c10d::Reducer
 };
 

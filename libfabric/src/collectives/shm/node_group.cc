@@ -11,8 +11,6 @@
 #include <new>
 #include <thread>
 
-#include "collectives/shm/node_map.h"
-
 namespace fabric::collectives::shm {
 namespace {
 
@@ -74,9 +72,6 @@ std::unique_ptr<NodeGroup> NodeGroup::join(Rendezvous& rendezvous, int rank, int
                                 std::to_string(options.chunk_bytes));
   }
   if (size < 2 || 64 + static_cast<std::size_t>(size) * kLine > kHeaderBytes) return nullptr;
-  // Only ranks that share /dev/shm and see each other's PIDs: every rank reads every
-  // identity, so every rank comes to the same answer.
-  if (NodeMap::exchange(rendezvous, rank, size, node_identity()).nodes() != 1) return nullptr;
 
   const std::size_t bytes = segment_bytes(size, options.chunk_bytes);
   std::unique_ptr<SharedSegment> segment;

@@ -54,9 +54,10 @@ struct NodeGroupOptions {
 
 class NodeGroup {
  public:
-  // Every rank of the group calls this with the same `rendezvous`. Returns nullptr on every
-  // rank when any of them cannot share memory with rank 0 (another host, no /dev/shm): the
-  // caller then uses its network path. Throws when the rendezvous itself fails.
+  // Every rank of the group calls this with the same `rendezvous`, once the caller has found
+  // them on one node (node_map.h). Returns nullptr on every rank when any of them still
+  // cannot map rank 0's segment (no /dev/shm, or full): the caller then uses its network
+  // path. Throws when the rendezvous itself fails.
   static std::unique_ptr<NodeGroup> join(Rendezvous& rendezvous, int rank, int size, NodeGroupOptions options);
   ~NodeGroup();
 

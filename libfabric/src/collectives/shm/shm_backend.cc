@@ -101,7 +101,7 @@ c10::intrusive_ptr<SharedMemoryBackend> SharedMemoryBackend::create(const c10::i
                                                                     c10::intrusive_ptr<c10d::Backend> network,
                                                                     const NetworkFactory& make_network) {
   // The keys, all under fabric-shm/: identity/<rank> (node_map), formed/<rank> (below),
-  // node-<n>/... (each node's NodeGroup::join: identity/, segment, mapped/) and leaders/...
+  // node-<n>/... (each node's NodeGroup::join: segment, mapped/) and leaders/...
   // (the leaders' Gloo group).
   const auto ours = c10::make_intrusive<c10d::PrefixStore>("fabric-shm", store);
   StoreRendezvous rendezvous(ours);
