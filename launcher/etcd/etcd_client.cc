@@ -91,8 +91,20 @@ EtcdClient::EtcdClient(std::vector<std::string> endpoints, std::chrono::millisec
   if (endpoints.empty()) throw std::invalid_argument("an etcd client needs at least one endpoint");
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(-1);  // a Range over every job of a long history
-  // Find a member that came back soon, not after gRPC's default backoff of up to two minutes.
+  // Find a member that came back soon, not after gRPC's default backoff of up to two minutes,
+  // and give up on a connection attempt after a second, not gRPC's default of 20 s: SYNs sent
+  // while the path was cut are retransmitted with exponential backoff, seconds after it heals.
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
+  // A connection whose path was cut (packets dropped, no reset) is closed once what it sent
+  // stays unacknowledged for 2 s: gRPC sets TCP_USER_TIMEOUT to the keepalive timeout once
+  // keepalive is on. Without it, calls queue on the dead connection until TCP's own
+  // retransmission gets through, which after a cut of ten seconds can be seconds after the
+  // cut healed (seen in CI: a coordinator that stayed leaderless after its path to etcd came
+  // back). Pings every 10 s during calls: etcd refuses clients that ping more often than its
+  // --grpc-keepalive-min-time (5 s by default).
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
+  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2'000);
   for (std::string& endpoint : endpoints) {
     Member member{.endpoint = std::move(endpoint)};
     member.channel = grpc::CreateCustomChannel(member.endpoint, grpc::InsecureChannelCredentials(), arguments);

@@ -9,6 +9,8 @@ namespace {
 constexpr std::chrono::milliseconds kTick{250};
 // Between two campaigns that etcd refused, or two lease grants it could not take.
 constexpr std::chrono::seconds kRetry{1};
+// etcd's words (ErrLeaseNotFound) for a lease it does not have, or no longer.
+constexpr const char* kLeaseNotFound = "requested lease not found";
 }  // namespace
 
 LeaderElection::LeaderElection(std::shared_ptr<EtcdClient> etcd, LeaderElectionOptions options)
@@ -50,9 +52,11 @@ std::optional<EtcdFence> LeaderElection::campaign() {
     lock.lock();
     if (attempt.granted) {
       // Published before the campaign, which waits as long as another leads: the keeper
-      // renews it meanwhile.
+      // renews it meanwhile. etcd answered: whatever kept this coordinator from campaigning
+      // is over.
       lease_ = attempt.lease;
       lease_safe_until_ = attempt.safe_until;
+      trouble_.clear();
       continue;
     }
     if (attempt.won && lease_ == attempt.lease) {
@@ -67,8 +71,13 @@ std::optional<EtcdFence> LeaderElection::campaign() {
       std::cerr << "fabricd serve: cannot campaign yet: " << attempt.error << std::endl;
     }
     if (!attempt.error.empty()) trouble_ = attempt.error;
-    // A lease etcd no longer has: the next try grants a new one.
-    if (attempt.lease_gone && lease_ == attempt.lease) lease_ = 0;
+    // A lease etcd no longer has: the next try grants a new one, at once when etcd said the
+    // lease expired (while this coordinator was cut off from it), since etcd answers again;
+    // after the usual pause for any other refusal, which may well come again.
+    if (attempt.lease_gone && lease_ == attempt.lease) {
+      lease_ = 0;
+      if (attempt.lease_expired) continue;
+    }
     changed_.wait_for(lock, kRetry, [&] { return stopping_ || campaign_.cancelled(); });
   }
   return std::nullopt;
@@ -93,7 +102,8 @@ LeaderElection::Attempt LeaderElection::grant_lease() {
 LeaderElection::Attempt LeaderElection::try_to_lead(std::int64_t lease) {
   Attempt attempt{.lease = lease};
   try {
-    // Refused by etcd (not out of reach): the lease expired, or was never granted.
+    // Refused by etcd, which answered (campaign() retries while it is out of reach): the
+    // lease expired, or was never granted.
     attempt.lease_gone = true;
     auto won = etcd_->campaign(options_.name, lease, options_.address, campaign_);
     attempt.lease_gone = false;
@@ -101,7 +111,7 @@ LeaderElection::Attempt LeaderElection::try_to_lead(std::int64_t lease) {
     const auto sent = Clock::now();
     const std::int64_t ttl = etcd_->lease_keep_alive(lease);
     if (ttl <= 0) {
-      attempt.lease_gone = true;
+      attempt.lease_gone = attempt.lease_expired = true;
       attempt.error = "etcd let the lease expire as this coordinator was elected";
       return attempt;
     }
@@ -109,6 +119,7 @@ LeaderElection::Attempt LeaderElection::try_to_lead(std::int64_t lease) {
     attempt.won = std::move(won);
   } catch (const JobStoreError& failure) {
     attempt.error = failure.what();
+    attempt.lease_expired = attempt.lease_gone && attempt.error.find(kLeaseNotFound) != std::string::npos;
   }
   return attempt;
 }

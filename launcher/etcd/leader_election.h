@@ -67,7 +67,8 @@ class LeaderElection {
     Clock::time_point safe_until;  // etcd cannot let `lease` expire before this
     bool granted = false;
     std::optional<v3electionpb::LeaderKey> won;
-    bool lease_gone = false;  // etcd has no such lease: grant a new one
+    bool lease_gone = false;     // etcd refused the campaign on it: grant a new one
+    bool lease_expired = false;  // ... saying the lease no longer exists
     std::string error;        // why it could not; "" (and nothing won) when cancelled
   };
   Attempt grant_lease();
