@@ -3,6 +3,11 @@
 // run, alternating round by round.
 //   time_to_first_barrier  launcher started -> every one of N ranks past its first barrier
 //   crash_to_barrier       a rank SIGKILLs itself -> the restarted group past its barrier
+//   crash_to_barrier_warm_standby  the same, fabricd with --warm-standby (the crashing rank
+//                          first waits for the standbys to be loaded, as they are in a job
+//                          that has run a while)
+//   load_floor             N processes of the rank program loaded, waiting before main(): what
+//                          no launch that starts N processes can beat on this machine
 // Prints one JSON line per (case, N); ratio = fabricd / torchrun (lower is better), the median of
 // the alternating rounds (--rounds, 3) with its min-max spread.
 #include <unistd.h>
@@ -18,6 +23,8 @@
 #include <vector>
 
 #include "common.h"
+#include "ranks/rank_environment.h"
+#include "ranks/standby_pool.h"
 
 namespace {
 
@@ -51,11 +58,18 @@ struct Launcher {
   std::string name;
   // The command that runs `nproc` ranks of `program args`, restarting once when restart.
   std::string (*command)(const std::string& program, int nproc, bool restart);
+  // fabricd's warm standbys: the crashing rank first waits for them to be loaded.
+  bool warm_standby = false;
 };
 
 std::string fabricd_command(const std::string& program, int nproc, bool restart) {
   return std::string(FABRICD) + " run --nproc-per-node " + std::to_string(nproc) +
          (restart ? " --max-restarts 1" : "") + " --grace-period 1 " + program;
+}
+
+std::string fabricd_standby_command(const std::string& program, int nproc, bool restart) {
+  return std::string(FABRICD) + " run --nproc-per-node " + std::to_string(nproc) +
+         (restart ? " --max-restarts 1 --warm-standby" : "") + " --grace-period 1 " + program;
 }
 
 std::string torchrun_command(const std::string& program, int nproc, bool restart) {
@@ -66,7 +80,8 @@ std::string torchrun_command(const std::string& program, int nproc, bool restart
 // One measurement in ms; -1 when the run did not produce what it should.
 double measure(const Launcher& launcher, int nproc, bool crash, const std::string& out) {
   ::unlink(out.c_str());
-  const std::string program = std::string(LAUNCH_RANK) + " " + out + (crash ? " crash" : "");
+  std::string program = std::string(LAUNCH_RANK) + " " + out;
+  if (crash) program += launcher.warm_standby ? " crash after-standbys" : " crash";
   const long long start = now_ms();
   bench::run_command(launcher.command(program, nproc, crash) + " > /dev/null 2>&1");
   const Events events = read_events(out);
@@ -74,6 +89,19 @@ double measure(const Launcher& launcher, int nproc, bool crash, const std::strin
   if (static_cast<int>(wanted.size()) != nproc || (crash && events.crash < 0)) return -1;
   const long long last = *std::max_element(wanted.begin(), wanted.end());
   return static_cast<double>(last - (crash ? events.crash : start));
+}
+
+// The floor under any launch that starts N processes of the rank program: N of them started
+// at once until each has loaded the program and its libraries and waits before main() (the
+// standby wait, which is exactly that point), in ms. No rendezvous, no barrier.
+double load_floor(int nproc) {
+  fabric::launcher::Environment env = fabric::launcher::inherited_environment();
+  fabric::launcher::add_thread_limit(env, nproc, fabric::launcher::available_cpus());  // as fabricd's ranks
+  const auto start = std::chrono::steady_clock::now();
+  fabric::launcher::StandbyPool pool({.program = LAUNCH_RANK, .env = env});
+  pool.fill(static_cast<std::size_t>(nproc));
+  while (pool.ready() < static_cast<std::size_t>(nproc)) ::usleep(1000);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
@@ -88,9 +116,19 @@ int main(int argc, char** argv) {
       sizes = bench::parse_int_list(argv[i + 1]);
     }
   }
-  const Launcher fabricd{"fabricd", fabricd_command}, torchrun{"torchrun", torchrun_command};
+  const Launcher cold{"fabricd", fabricd_command}, torchrun{"torchrun", torchrun_command};
+  const Launcher warm{"fabricd --warm-standby", fabricd_standby_command, /*warm_standby=*/true};
   const std::string out = "/tmp/bench-launch-" + std::to_string(::getpid());
-  for (const bool crash : {false, true}) {
+  // The first launch, then a restart with ranks started anew, then one from warm standbys.
+  struct Case {
+    const char* name;
+    bool crash;
+    const Launcher& fabricd;
+  };
+  for (const Case& c : {Case{"time_to_first_barrier", false, cold}, Case{"crash_to_barrier", true, cold},
+                        Case{"crash_to_barrier_warm_standby", true, warm}}) {
+    const bool crash = c.crash;
+    const Launcher& fabricd = c.fabricd;
     for (const int nproc : sizes) {
       const auto timed = [&](const Launcher& launcher) {
         const double ms = measure(launcher, nproc, crash, out);
@@ -102,11 +140,22 @@ int main(int argc, char** argv) {
         return ms;
       };
       const auto comparison = bench::alternate(rounds, [&] { return timed(fabricd); }, [&] { return timed(torchrun); });
-      std::printf("{\"bench\": \"launch\", \"case\": \"%s-n%d\", %s}\n",
-                  crash ? "crash_to_barrier" : "time_to_first_barrier", nproc,
+      std::printf("{\"bench\": \"launch\", \"case\": \"%s-n%d\", %s}\n", c.name, nproc,
                   comparison.json("ms", "torchrun-standalone", "lower", "%.0f").c_str());
       std::fflush(stdout);
     }
+  }
+  // What the first barrier cannot beat: loading N processes on this machine, against
+  // torchrun's first barrier in the same rounds.
+  for (const int nproc : sizes) {
+    const auto comparison = bench::alternate(rounds, [&] { return load_floor(nproc); }, [&] {
+      const double ms = measure(torchrun, nproc, false, out);
+      if (ms < 0) std::exit(1);
+      return ms;
+    });
+    std::printf("{\"bench\": \"launch\", \"case\": \"load_floor-n%d\", %s}\n", nproc,
+                comparison.json("ms", "torchrun-standalone first barrier", "lower", "%.0f").c_str());
+    std::fflush(stdout);
   }
   ::unlink(out.c_str());
   return 0;

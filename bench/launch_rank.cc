@@ -2,7 +2,8 @@
 // under fabricd or torchrun), passes the first barrier, and appends to the file OUT
 //   barrier <generation> <system-clock ms>
 // With "crash", rank 1 of generation 0 then appends "crash <ms>" and SIGKILLs itself while
-// the others wait in a second barrier, so the launcher must restart the group.
+// the others wait in a second barrier, so the launcher must restart the group; with
+// "crash after-standbys" it first waits for fabricd's warm standbys to be loaded.
 // With "hold" (bench/cluster), every rank of generation 0 then idles for up to 120 s, so that
 // the job is still running when the bench takes a node away; later generations exit at once.
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "fabric/fabric.h"
+#include "support/warm_standbys.h"
 
 namespace {
 
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   const std::string out = argv[1];
   const std::string mode = argc > 2 ? argv[2] : "";
   const bool crash = mode == "crash", hold = mode == "hold";
+  const bool after_standbys = argc > 3 && std::string(argv[3]) == "after-standbys";
   // The launcher's node count (fabricd and torchrun both set it), as examples/digits does.
   const char* nodes = std::getenv("GROUP_WORLD_SIZE");
   fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp", .num_nodes = nodes && *nodes ? std::atoi(nodes) : 1});
@@ -53,6 +56,9 @@ int main(int argc, char** argv) {
   append(out, "barrier " + std::to_string(generation()) + " " + std::to_string(now_ms()));
   if (crash && generation() == 0) {
     if (fabric.global_rank() == 1) {
+      if (after_standbys && !fabric::testing::wait_for_warm_standbys(fabric.world_size(), std::chrono::seconds(120))) {
+        return 5;
+      }
       append(out, "crash " + std::to_string(now_ms()));
       ::raise(SIGKILL);
     }

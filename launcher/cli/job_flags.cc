@@ -56,6 +56,11 @@ void add_job_flags(CLI::App& command, JobFlags& flags, bool cluster) {
   command.add_option("--max-restarts", flags.max_restarts, "restarts of the whole group after a rank fails")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  if (!cluster) {
+    command.add_flag("--warm-standby", flags.warm_standby,
+                     "keep a loaded process per rank waiting to replace it, so that a restart does not load the "
+                     "program again (programs linked with libfabric; with --max-restarts)");
+  }
   command.add_option("--log-dir", flags.log_dir, "write each rank's stdout and stderr to rank_N.std{out,err}.log here");
   // One value per flag: a vector option would otherwise swallow the program after it.
   command.add_option("--env", flags.env, "KEY=VALUE added to every rank's environment (repeatable)")->allow_extra_args(false);
@@ -111,6 +116,7 @@ v1::JobSpec spec_from_flags(const JobFlags& flags, const std::vector<std::string
   spec.set_num_nodes(max_nodes);
   spec.set_min_nodes(min_nodes);
   spec.set_max_restarts(flags.max_restarts);
+  spec.set_warm_standby(flags.warm_standby);
   for (const auto& pair : flags.env) {
     const auto equals = pair.find('=');
     if (equals == std::string::npos || equals == 0) {

@@ -19,6 +19,7 @@ struct JobFlags {
   std::string nproc_per_node = "1";
   std::string nodes = "1";  // N or MIN:MAX (submit only)
   int max_restarts = 0;
+  bool warm_standby = false;
   std::string log_dir;
   std::vector<std::string> env;
   std::vector<int> console_ranks;

@@ -21,6 +21,7 @@
 #include "ranks/rank_environment.h"
 #include "ranks/rank_group.h"
 #include "ranks/rank_metrics.h"
+#include "ranks/standby_pool.h"
 #include "ranks/straggler_watch.h"
 #include "rendezvous/rendezvous_server.h"
 
@@ -76,6 +77,10 @@ struct LocalJob::Impl {
   const int cpus = available_cpus();           // shared by the ranks (add_thread_limit)
   const std::string node_name = host_name();   // the node its progress and failures name
 
+  // Warm standbys for the next generation (JobSpec.warm_standby), while restarts are left.
+  std::unique_ptr<StandbyPool> standbys;
+  bool standbys_filled = false;  // for the current generation; guarded by mutex
+
   std::mutex mutex;
   std::condition_variable changed;
   std::shared_ptr<RankGroup> group;  // the current generation's; guarded by mutex
@@ -99,6 +104,7 @@ struct LocalJob::Impl {
                                {.rdzv_timeout = rdzv_timeout(spec),
                                 .heartbeat_interval = health.heartbeat_interval(),
                                 .secret = secret});
+    if (spec.warm_standby() && spec.max_restarts() > 0) standbys = std::make_unique<StandbyPool>(standby_spec());
     if (hooks.metrics) {
       metrics.emplace(*hooks.metrics);
       heartbeat_collector = hooks.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
@@ -141,6 +147,43 @@ struct LocalJob::Impl {
     return options;
   }
 
+  // What a standby is loaded with: the ranks' environment without what a rank is given
+  // for its generation (its rank, ports, restart count, credentials), which it gets when
+  // taken. The same thread limit: libgomp reads OMP_NUM_THREADS as it loads.
+  ProcessSpec standby_spec() const {
+    Environment env = inherited_environment();
+    for (const auto& [name, value] : spec.env()) env[name] = value;
+    add_thread_limit(env, spec.nproc_per_node(), cpus);
+    return {.program = spec.program(),
+            .args = {spec.args().begin(), spec.args().end()},
+            .working_dir = spec.working_dir(),
+            .env = std::move(env)};
+  }
+
+  // Once every rank of the generation has joined the rendezvous (past its own loading, so
+  // the standbys do not slow its start, and known to be a libfabric program), one standby
+  // per rank is started for the next generation, if a restart is left. Called with the lock.
+  void fill_standbys(std::int32_t generation) {
+    if (!standbys || standbys_filled || generation >= spec.max_restarts()) return;
+    if (static_cast<std::int32_t>(server.service().joined_ranks(job_id).size()) < spec.nproc_per_node()) return;
+    standbys_filled = true;
+    try {
+      standbys->fill(static_cast<std::size_t>(spec.nproc_per_node()));
+    } catch (const SpawnError& error) {  // the next restart starts its ranks itself
+      say(std::string("no warm standbys: ") + error.what());
+    }
+  }
+
+  // "generation 1: 2 of 2 ranks were warm standbys (pids 812, 813)", in rank order.
+  std::string standbys_taken(const RankGroup& taken) const {
+    std::string pids;
+    for (const std::int32_t rank : taken.standby_ranks()) {
+      pids += (pids.empty() ? "" : ", ") + std::to_string(taken.pid(rank).value_or(0));
+    }
+    return "generation " + std::to_string(taken.generation()) + ": " + std::to_string(taken.standby_ranks().size()) +
+           " of " + std::to_string(spec.nproc_per_node()) + " ranks were warm standbys (pids " + pids + ")";
+  }
+
   void on_exit(const RankEnded& ended) {
     std::lock_guard lock(mutex);
     if (metrics) {
@@ -155,6 +198,7 @@ struct LocalJob::Impl {
   void supervise(std::unique_lock<std::mutex>& lock) {
     while (!(group->all_exited() || failure || stop_signal)) {
       const auto now = Clock::now();
+      fill_standbys(group->generation());
       if (auto hung = health.find_hung(now, group->running(), server.service().heartbeats(job_id))) {
         failure = Failure{.cause = Failure::Cause::kHung, .rank = hung->rank, .detail = hung->detail};
         say("rank " + std::to_string(hung->rank) + " " + hung->detail + "; killing it");
@@ -288,14 +332,19 @@ struct LocalJob::Impl {
       failure.reset();
       stopping = false;
       stragglers.reset();
+      standbys_filled = false;
       try {
-        group = std::make_shared<RankGroup>(generation_options(generation), router,
+        RankGroupOptions options = generation_options(generation);
+        options.standbys = standbys.get();
+        group = std::make_shared<RankGroup>(std::move(options), router,
                                             [this](const RankEnded& ended) { on_exit(ended); });
       } catch (const SpawnError& error) {  // e.g. execve refused the program
         say(error.what());
         last_failure = error.what();
         return kCannotStart;
       }
+      if (!group->standby_ranks().empty()) say(standbys_taken(*group));
+      if (generation >= spec.max_restarts()) standbys.reset();  // no restart left to wait for
       tell(v1::JOB_STATE_RUNNING, generation, "running generation " + std::to_string(generation));
       supervise(lock);
       if (stop_signal && !failure) {

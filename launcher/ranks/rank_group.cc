@@ -9,24 +9,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <system_error>
-#include <boost/process.hpp>
-#include <boost/process/extend.hpp>
-#include <sstream>
 #include <thread>
 #include <vector>
-
-namespace bp = boost::process;
 
 namespace fabric::launcher {
 
 struct RankGroup::Process {
   RankProcess spec;
-  std::unique_ptr<bp::child> child;
-  pid_t pid = 0;
-  int out_fd = -1, err_fd = -1;  // the read ends of its stdout and stderr pipes
+  StartedProcess started;
   std::thread out_reader, err_reader, waiter;
   std::optional<int> status;  // guarded by RankGroup::mutex_
   int open_streams = 2;       // guarded by RankGroup::mutex_; readers count down at EOF
@@ -37,13 +29,6 @@ namespace {
 // How long a rank's exit waits for its output to drain (see wait_for), and how long the
 // destructor waits for pipes held open by processes the ranks left behind.
 constexpr std::chrono::milliseconds kOutputDrain{500};
-
-// A pipe whose ends close on exec, so that no other child inherits them.
-std::array<int, 2> cloexec_pipe() {
-  std::array<int, 2> fds{-1, -1};
-  if (::pipe2(fds.data(), O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
-  return fds;
-}
 
 // Reads `fd` line by line into the sink until EOF, or until `wake_fd` becomes readable (the
 // group is going away and something the rank left behind still holds the pipe open).
@@ -77,28 +62,7 @@ void pump(LineSink& sink, int fd, int wake_fd, const RankProcess& rank, std::int
   }
 }
 
-bool is_executable_file(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
-
 }  // namespace
-
-std::string resolve_program(const std::string& program, const std::string& working_dir, const std::string& path) {
-  if (program.empty()) throw SpawnError(127, "the program is empty; name the executable to run");
-  std::string resolved = program;
-  if (program.find('/') == std::string::npos) {
-    std::istringstream dirs(path);
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-      const std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
-      if (is_executable_file(candidate)) return candidate;
-    }
-    throw SpawnError(127, "program '" + program + "' not found in PATH");
-  }
-  if (program.front() != '/' && !working_dir.empty()) resolved = working_dir + "/" + program;
-  if (::access(resolved.c_str(), F_OK) != 0) throw SpawnError(127, "program '" + resolved + "' does not exist");
-  if (!is_executable_file(resolved)) {
-    throw SpawnError(126, "program '" + resolved + "' is not executable (chmod +x it?)");
-  }
-  return resolved;
-}
 
 RankGroup::RankGroup(RankGroupOptions options, LineSink& output, ExitCallback on_exit)
     : options_(std::move(options)), output_(output), on_exit_(std::move(on_exit)), wake_fd_(::eventfd(0, EFD_CLOEXEC)) {
@@ -131,67 +95,29 @@ void RankGroup::tear_down() {
     process->waiter.join();
     process->out_reader.join();
     process->err_reader.join();
-    ::close(process->out_fd);
-    ::close(process->err_fd);
+    close_descriptors(process->started);
   }
   ::close(wake_fd_);
 }
 
 void RankGroup::spawn(const RankProcess& rank) {
+  if (options_.standbys) {
+    if (std::optional<StartedProcess> warm = options_.standbys->take(rank.env)) {
+      standby_ranks_.push_back(rank.rank);
+      watch(rank, *warm);
+      return;
+    }
+  }
+  watch(rank, start_process({.program = options_.program,
+                             .args = options_.args,
+                             .working_dir = options_.working_dir,
+                             .env = rank.env}));
+}
+
+void RankGroup::watch(const RankProcess& rank, StartedProcess started) {
   auto process = std::make_unique<Process>();
   process->spec = rank;
-  // The rank's environment exactly as given, handed to execve as one envp that outlives the
-  // spawn. Not Boost.Process's environment type: its lookup memcmp()s NAME= against every
-  // entry for the length of NAME=, reading past the end of shorter ones (ASan sees it).
-  std::vector<std::string> env_entries;
-  env_entries.reserve(rank.env.size());
-  for (const auto& [name, value] : rank.env) env_entries.push_back(std::string(name).append(1, '=').append(value));
-  std::vector<char*> envp;
-  envp.reserve(env_entries.size() + 1);
-  for (std::string& entry : env_entries) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-  auto env = bp::extend::on_setup = [&envp](auto& executor) { executor.env = envp.data(); };  // non-const, as Boost wants
-  const std::array<int, 2> out = cloexec_pipe(), err = cloexec_pipe();
-  process->out_fd = out[0];
-  process->err_fd = err[0];
-  const pid_t launcher = ::getpid();
-  const auto setup = bp::extend::on_exec_setup = [launcher, out, err](auto&) {
-    ::dup2(out[1], STDOUT_FILENO);  // dup2 clears close-on-exec on the copies
-    ::dup2(err[1], STDERR_FILENO);
-    sigset_t none;  // the launcher blocks SIGINT/SIGTERM for its signal thread; the rank must get them
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::setpgid(0, 0);                     // its own group: stopping it stops its children too
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the launcher, even if that is SIGKILLed
-    if (::getppid() != launcher) ::_exit(137);
-  };
-  // A child whose execve failed is not reaped by Boost.Process: with an error_code (no
-  // exception) its on_error handlers see the child's pid, and we reap it.
-  pid_t failed = 0;
-  auto on_error = bp::extend::on_error = [&failed](auto& executor, const std::error_code&) {
-    if (executor.pid > 0) failed = executor.pid;
-  };
-  const auto close_write_ends = [&] {
-    ::close(out[1]);
-    ::close(err[1]);
-  };
-  std::error_code spawn_error;
-  if (options_.working_dir.empty()) {
-    process->child = std::make_unique<bp::child>(bp::exe = options_.program, bp::args = options_.args, env, setup,
-                                                 on_error, spawn_error);
-  } else {
-    process->child = std::make_unique<bp::child>(bp::exe = options_.program, bp::args = options_.args, env,
-                                                 bp::start_dir = options_.working_dir, setup, on_error, spawn_error);
-  }
-  if (spawn_error) {
-    close_write_ends();
-    ::close(out[0]);
-    ::close(err[0]);
-    if (failed > 0) ::waitpid(failed, nullptr, 0);
-    throw std::system_error(spawn_error, "execve");
-  }
-  close_write_ends();  // the rank holds them now: EOF comes when it (and its children) are done
-  process->pid = process->child->id();
+  process->started = started;
   Process& self = *process;
   {
     std::lock_guard lock(mutex_);
@@ -205,18 +131,20 @@ void RankGroup::spawn(const RankProcess& rank) {
     }
     exited_.notify_all();
   };
-  self.out_reader = std::thread([reader, &self] { reader(self.out_fd, false); });
-  self.err_reader = std::thread([reader, &self] { reader(self.err_fd, true); });
+  self.out_reader = std::thread([reader, &self] { reader(self.started.out_fd, false); });
+  self.err_reader = std::thread([reader, &self] { reader(self.started.err_fd, true); });
   self.waiter = std::thread([this, &self] { wait_for(self); });
 }
 
 void RankGroup::wait_for(Process& process) {
-  process.child->wait();
+  const pid_t pid = process.started.pid;
+  int native = 0;
+  while (::waitpid(pid, &native, 0) < 0 && errno == EINTR) {
+  }
   // What the rank left in its process group dies with it, now: the group id cannot be
   // reused while any member lives, and once the group is empty nothing can be hit. Later,
   // after the id may have been recycled, only the groups of live ranks are signalled.
-  ::kill(-process.pid, SIGKILL);
-  const int native = process.child->native_exit_code();
+  ::kill(-pid, SIGKILL);
   const int status = WIFSIGNALED(native) ? 128 + WTERMSIG(native) : WEXITSTATUS(native);
   {
     std::unique_lock lock(mutex_);
@@ -237,14 +165,14 @@ void RankGroup::wait_for(Process& process) {
 void RankGroup::signal_all(int signal) {
   std::lock_guard lock(mutex_);
   for (auto& process : processes_) {
-    if (!process->status) ::kill(-process->pid, signal);
+    if (!process->status) ::kill(-process->started.pid, signal);
   }
 }
 
 void RankGroup::signal_rank(std::int32_t rank, int signal) {
   std::lock_guard lock(mutex_);
   for (auto& process : processes_) {
-    if (process->spec.rank == rank && !process->status) ::kill(-process->pid, signal);
+    if (process->spec.rank == rank && !process->status) ::kill(-process->started.pid, signal);
   }
 }
 
@@ -287,6 +215,14 @@ std::vector<std::int32_t> RankGroup::running() const {
     if (!process->status) ranks.push_back(process->spec.rank);
   }
   return ranks;
+}
+
+std::optional<pid_t> RankGroup::pid(std::int32_t rank) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& process : processes_) {
+    if (process->spec.rank == rank) return process->started.pid;
+  }
+  return std::nullopt;
 }
 
 std::optional<int> RankGroup::status(std::int32_t rank) const {

@@ -5,9 +5,8 @@
 // of its group (setsid) and that holds its pipes open cannot hold up the destructor: the
 // output gets a moment to drain, then the readers stop.
 //
-// Each rank runs in a process group of its own (stopping it stops its children too) with
-// a parent-death signal (it dies with the launcher, even one killed with SIGKILL), and the
-// launcher's blocked stop signals unblocked. Its stdout and stderr are read line by line
+// Each rank is started as ranks/child_process.h says (its own process group, a parent-death
+// signal), or is a warm standby taken from a StandbyPool and given its environment. Its stdout and stderr are read line by line
 // into a LineSink. When a rank exits, `on_exit` is called from that rank's waiter thread
 // with its status; the group's own state is updated first, so all_exited() is already
 // true there for the last one.
@@ -21,11 +20,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <stdexcept>
+#include <sys/types.h>
 #include <string>
 #include <vector>
 
+#include "ranks/child_process.h"
 #include "ranks/output_router.h"
+#include "ranks/standby_pool.h"
 
 namespace fabric::launcher {
 
@@ -43,6 +44,10 @@ struct RankGroupOptions {
   std::string working_dir;  // "" = the launcher's
   std::int32_t generation = 0;
   std::vector<RankProcess> ranks;
+  // Where ranks come from first, when set: warm standbys of the same program, arguments and
+  // working directory, given each rank's environment; the rest are started. Must outlive
+  // the constructor only.
+  StandbyPool* standbys = nullptr;
 };
 
 // How a rank ended: its exit code, or 128 + the signal that killed it (a shell's $?).
@@ -52,16 +57,6 @@ struct RankEnded {
   std::int32_t generation = 0;
   int status = 0;
   bool signaled() const { return status > 128; }
-};
-
-// The program could not be started: `status` is 127 (not found) or 126 (cannot execute).
-class SpawnError : public std::runtime_error {
- public:
-  SpawnError(int status, const std::string& message) : std::runtime_error(message), status_(status) {}
-  int status() const { return status_; }
-
- private:
-  int status_;
 };
 
 class RankGroup {
@@ -92,11 +87,17 @@ class RankGroup {
   // The global ranks still running.
   std::vector<std::int32_t> running() const;
   std::optional<int> status(std::int32_t rank) const;
+  // The ranks that were warm standbys (the rest were started for this generation).
+  const std::vector<std::int32_t>& standby_ranks() const { return standby_ranks_; }
+  std::optional<pid_t> pid(std::int32_t rank) const;
 
  private:
   struct Process;
 
+  // Starts the rank, or takes a standby for it.
   void spawn(const RankProcess& rank);
+  // Reads its output and waits for its exit, on threads of its own.
+  void watch(const RankProcess& rank, StartedProcess started);
   void wait_for(Process& process);
   bool all_exited_locked() const;
   // kill(), wait for every exit, give the output a moment, join every thread.
@@ -111,11 +112,7 @@ class RankGroup {
   bool kill_requested_ = false;                    // guarded by mutex_
   std::vector<std::unique_ptr<Process>> processes_;  // guarded by mutex_ (statuses)
   const int wake_fd_;  // an eventfd: readable once the readers must stop
+  std::vector<std::int32_t> standby_ranks_;  // set by the constructor
 };
-
-// Resolves a program as execve would be asked to run it: a name without a slash is looked
-// up in PATH, a relative path against working_dir. SpawnError (127/126) when it does not
-// exist or is not executable.
-std::string resolve_program(const std::string& program, const std::string& working_dir, const std::string& path);
 
 }  // namespace fabric::launcher

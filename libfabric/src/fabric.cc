@@ -9,6 +9,7 @@
 #include "log/log.h"
 #include "connector.h"
 #include "environments/launcher_services.h"
+#include "fabric/worker/standby.h"
 #include "utilities/empty_init.h"
 #include "utilities/env.h"
 #include "utilities/optimizer_state.h"
@@ -20,6 +21,8 @@ Fabric::Fabric(FabricOptions options)
       loggers_(std::move(options.loggers)),
       callbacks_(std::move(options.callbacks)),
       timeout_(options.timeout) {
+  // Also what links the warm-standby wait into every Fabric program (fabric/worker/standby.h).
+  if (worker::started_as_standby()) log::debug("started as a warm standby of fabricd, then given this rank");
   // A DDPStrategy given with its own timeout bounds the launcher's barriers too.
   if (const auto* parallel = dynamic_cast<const ParallelStrategy*>(strategy_.get())) timeout_ = parallel->timeout();
   for (const auto& logger : loggers_) {

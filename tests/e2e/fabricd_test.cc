@@ -151,6 +151,31 @@ TEST(FabricdRun, KilledRankRestartsTheGroupAndTheJobCompletes) {
   EXPECT_NE(result.output.find("[rank 0] generation 1 done"), std::string::npos) << result.output;
 }
 
+// The restarted generation's ranks are the standbys fabricd started while generation 0 ran:
+// the same processes (their pids), given generation 1's environment, and none of them ran
+// main() before it (a standby that did would have run the worker alone, as a job of one
+// rank, and printed "generation 0 done").
+TEST(FabricdRun, WarmStandbysBecomeTheRestartedRanksWithoutRunningMainBefore) {
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --warm-standby " +
+                                     DDP_WORKER + " flaky after-standbys");
+  EXPECT_EQ(result.status, 0) << result.output;
+  const std::string standbys = "generation 1: 2 of 2 ranks were warm standbys (pids ";
+  const auto said = result.output.find(standbys);
+  ASSERT_NE(said, std::string::npos) << result.output;
+  std::istringstream pids(result.output.substr(said + standbys.size()));
+  pid_t first = 0, second = 0;
+  char comma = 0;
+  ASSERT_TRUE(pids >> first >> comma >> second) << result.output;
+  for (const auto& [rank, pid] : {std::pair{0, first}, std::pair{1, second}}) {
+    EXPECT_NE(result.output.find("[rank " + std::to_string(rank) + "] generation 1 pid " + std::to_string(pid)),
+              std::string::npos)
+        << result.output;
+    EXPECT_NE(result.output.find("[rank " + std::to_string(rank) + "] generation 1 done"), std::string::npos)
+        << result.output;
+  }
+  EXPECT_EQ(result.output.find("generation 0 done"), std::string::npos) << result.output;
+}
+
 TEST(FabricdRun, WithoutRestartsTheJobEndsWithTheRanksStatusAndNamesIt) {
   CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 0 " + DDP_WORKER + " flaky");
   EXPECT_EQ(result.status, 128 + SIGKILL) << result.output;

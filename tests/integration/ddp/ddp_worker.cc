@@ -19,9 +19,10 @@
 //   unused-allowed                   the same under "ddp_find_unused_parameters_true": exit 0
 //   launch-and-fail                  started alone: launch() starts rank 1, then rank 0 throws
 //                                    while rank 1 waits in a collective; exit 5
-//   flaky                            under fabricd or torchrun: in generation 0, rank 1
-//                                    SIGKILLs itself after the first barrier; later
-//                                    generations succeed
+//   flaky [after-standbys]           under fabricd or torchrun: in generation 0, rank 1
+//                                    SIGKILLs itself after the first barrier (once the
+//                                    launcher's warm standbys wait, with after-standbys);
+//                                    later generations succeed. Each rank prints its pid.
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
 //   misbehave HOW                    under fabricd: 40 DDP steps, but in generation 0 rank 1
@@ -32,6 +33,7 @@
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -41,6 +43,7 @@
 #include <iostream>
 
 #include "ddp_reference.h"
+#include "support/warm_standbys.h"
 #include "fabric/fabric.h"
 #include "fabric/strategies.h"
 
@@ -210,10 +213,19 @@ int main(int argc, char** argv) {
         return 6;
       }
     } else if (scenario == "flaky") {
+      // flaky [after-standbys]: with after-standbys, rank 1 waits for the launcher's warm
+      // standbys (one per rank) to be loaded before it kills itself.
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
       fabric.launch();
       fabric.barrier();
-      if (generation() == 0 && fabric.global_rank() == 1) ::raise(SIGKILL);
+      std::cout << "generation " << generation() << " pid " << ::getpid() << std::endl;
+      if (generation() == 0 && fabric.global_rank() == 1) {
+        if (argc > 2 && std::string(argv[2]) == "after-standbys" &&
+            !fabric::testing::wait_for_warm_standbys(fabric.world_size(), std::chrono::seconds(60))) {
+          return 5;
+        }
+        ::raise(SIGKILL);
+      }
       fabric.barrier();
       std::cout << "generation " << generation() << " done" << std::endl;
     } else if (scenario == "misbehave") {

@@ -1,0 +1,23 @@
+// A program linked with the standby wait (fabric/worker/standby.h), as every libfabric
+// program is, for standby_pool_test: main() prints one line saying what it found, then
+// exits with EXIT_CODE (0 when unset).
+//   main pid=<pid> standby=<0|1> rank=<RANK or -> variables=<how many> standby_fd=<set|unset>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "fabric/worker/standby.h"
+
+extern char** environ;
+
+int main() {
+  int variables = 0;
+  for (char** entry = environ; *entry != nullptr; ++entry) ++variables;
+  const char* rank = std::getenv("RANK");
+  std::cout << "main pid=" << ::getpid() << " standby=" << (fabric::worker::started_as_standby() ? 1 : 0)
+            << " rank=" << (rank ? rank : "-") << " variables=" << variables
+            << " standby_fd=" << (std::getenv(fabric::worker::kStandbyFdVariable) ? "set" : "unset") << std::endl;
+  const char* code = std::getenv("EXIT_CODE");
+  return code ? std::atoi(code) : 0;
+}
