@@ -12,11 +12,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <future>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -70,16 +72,31 @@ inline std::int64_t ms_between(std::chrono::steady_clock::time_point a, std::chr
 }
 
 // A port nobody listens on right now (the kernel's pick for a socket bound to port 0).
+// A loopback TCP port free now, for a process the test starts to listen on. Below the
+// kernel's ephemeral range (ip_local_port_range), so that no outgoing connection of a test
+// running beside this one can take it before that process binds it (CI saw a TCPStore fail
+// with EADDRINUSE on a port bind(0) had handed out); random, so that tests running side by
+// side rarely pick the same one, and checked free by binding it.
 inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
+  int lowest_ephemeral = 32768;
+  if (std::FILE* range = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(range, "%d", &lowest_ephemeral) != 1) lowest_ephemeral = 32768;
+    std::fclose(range);
+  }
+  const int first = 10000, count = std::max(1000, lowest_ephemeral - first);
+  thread_local std::mt19937 random(std::random_device{}());
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int port = first + static_cast<int>(random() % static_cast<unsigned>(count));
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    ::close(fd);
+    if (bound) return port;
+  }
+  return 0;
 }
 
 struct RankProcess {
