@@ -3,9 +3,12 @@
 // run, alternating round by round.
 //   time_to_first_barrier  launcher started -> every one of N ranks past its first barrier
 //   crash_to_barrier       a rank SIGKILLs itself -> the restarted group past its barrier
-//   crash_to_barrier_warm_standby  the same, fabricd with --warm-standby (the crashing rank
-//                          first waits for the standbys to be loaded, as they are in a job
-//                          that has run a while)
+//   *_zygote               the same, fabricd with --warm-standby: every rank forked from one
+//                          process that loaded the program once
+//   crash_to_barrier_standby_pool  the restart, fabricd with --warm-standby and the zygote
+//                          refused (FABRICD_NO_ZYGOTE=1): the restarted ranks are standbys
+//                          (the crashing rank first waits for them to be loaded, as they are
+//                          in a job that has run a while)
 //   load_floor             N processes of the rank program loaded, waiting before main(): what
 //                          no launch that starts N processes can beat on this machine
 // Prints one JSON line per (case, N); ratio = fabricd / torchrun (lower is better), the median of
@@ -58,8 +61,8 @@ struct Launcher {
   std::string name;
   // The command that runs `nproc` ranks of `program args`, restarting once when restart.
   std::string (*command)(const std::string& program, int nproc, bool restart);
-  // fabricd's warm standbys: the crashing rank first waits for them to be loaded.
-  bool warm_standby = false;
+  // fabricd's standby pool: the crashing rank first waits for the standbys to be loaded.
+  bool wait_for_standbys = false;
 };
 
 std::string fabricd_command(const std::string& program, int nproc, bool restart) {
@@ -67,9 +70,14 @@ std::string fabricd_command(const std::string& program, int nproc, bool restart)
          (restart ? " --max-restarts 1" : "") + " --grace-period 1 " + program;
 }
 
-std::string fabricd_standby_command(const std::string& program, int nproc, bool restart) {
-  return std::string(FABRICD) + " run --nproc-per-node " + std::to_string(nproc) +
-         (restart ? " --max-restarts 1 --warm-standby" : "") + " --grace-period 1 " + program;
+// Ranks forked from one zygote, at the start and at the restart.
+std::string fabricd_zygote_command(const std::string& program, int nproc, bool restart) {
+  return fabricd_command("", nproc, restart) + "--warm-standby " + program;
+}
+
+// No zygote (the program refuses it): restarts from a pool of standbys.
+std::string fabricd_pool_command(const std::string& program, int nproc, bool restart) {
+  return fabricd_command("", nproc, restart) + "--warm-standby --env FABRICD_NO_ZYGOTE=1 " + program;
 }
 
 std::string torchrun_command(const std::string& program, int nproc, bool restart) {
@@ -81,7 +89,7 @@ std::string torchrun_command(const std::string& program, int nproc, bool restart
 double measure(const Launcher& launcher, int nproc, bool crash, const std::string& out) {
   ::unlink(out.c_str());
   std::string program = std::string(LAUNCH_RANK) + " " + out;
-  if (crash) program += launcher.warm_standby ? " crash after-standbys" : " crash";
+  if (crash) program += launcher.wait_for_standbys ? " crash after-standbys" : " crash";
   const long long start = now_ms();
   bench::run_command(launcher.command(program, nproc, crash) + " > /dev/null 2>&1");
   const Events events = read_events(out);
@@ -117,16 +125,19 @@ int main(int argc, char** argv) {
     }
   }
   const Launcher cold{"fabricd", fabricd_command}, torchrun{"torchrun", torchrun_command};
-  const Launcher warm{"fabricd --warm-standby", fabricd_standby_command, /*warm_standby=*/true};
+  const Launcher zygote{"fabricd --warm-standby", fabricd_zygote_command};
+  const Launcher pool{"fabricd --warm-standby, no zygote", fabricd_pool_command, /*wait_for_standbys=*/true};
   const std::string out = "/tmp/bench-launch-" + std::to_string(::getpid());
-  // The first launch, then a restart with ranks started anew, then one from warm standbys.
+  // The first launch and a restart with every rank started anew, then forked from a zygote,
+  // then (restarts) from a pool of standbys.
   struct Case {
     const char* name;
     bool crash;
     const Launcher& fabricd;
   };
-  for (const Case& c : {Case{"time_to_first_barrier", false, cold}, Case{"crash_to_barrier", true, cold},
-                        Case{"crash_to_barrier_warm_standby", true, warm}}) {
+  for (const Case& c : {Case{"time_to_first_barrier", false, cold}, Case{"time_to_first_barrier_zygote", false, zygote},
+                        Case{"crash_to_barrier", true, cold}, Case{"crash_to_barrier_zygote", true, zygote},
+                        Case{"crash_to_barrier_standby_pool", true, pool}}) {
     const bool crash = c.crash;
     const Launcher& fabricd = c.fabricd;
     for (const int nproc : sizes) {

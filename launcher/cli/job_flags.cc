@@ -58,8 +58,9 @@ void add_job_flags(CLI::App& command, JobFlags& flags, bool cluster) {
       ->capture_default_str();
   if (!cluster) {
     command.add_flag("--warm-standby", flags.warm_standby,
-                     "keep a loaded process per rank waiting to replace it, so that a restart does not load the "
-                     "program again (programs linked with libfabric; with --max-restarts)");
+                     "fork every generation's ranks from one process that loaded the program once (or, where it "
+                     "cannot fork, restart from loaded standbys), so that starts and restarts do not load LibTorch "
+                     "per rank (programs linked with libfabric)");
   }
   command.add_option("--log-dir", flags.log_dir, "write each rank's stdout and stderr to rank_N.std{out,err}.log here");
   // One value per flag: a vector option would otherwise swallow the program after it.

@@ -22,6 +22,7 @@
 #include "ranks/rank_group.h"
 #include "ranks/rank_metrics.h"
 #include "ranks/standby_pool.h"
+#include "ranks/zygote.h"
 #include "ranks/straggler_watch.h"
 #include "rendezvous/rendezvous_server.h"
 
@@ -77,7 +78,9 @@ struct LocalJob::Impl {
   const int cpus = available_cpus();           // shared by the ranks (add_thread_limit)
   const std::string node_name = host_name();   // the node its progress and failures name
 
-  // Warm standbys for the next generation (JobSpec.warm_standby), while restarts are left.
+  // JobSpec.warm_standby: the zygote every generation's ranks are forked from; when it cannot
+  // fork, warm standbys for the next generation, while restarts are left.
+  std::unique_ptr<Zygote> zygote;
   std::unique_ptr<StandbyPool> standbys;
   bool standbys_filled = false;  // for the current generation; guarded by mutex
 
@@ -104,7 +107,7 @@ struct LocalJob::Impl {
                                {.rdzv_timeout = rdzv_timeout(spec),
                                 .heartbeat_interval = health.heartbeat_interval(),
                                 .secret = secret});
-    if (spec.warm_standby() && spec.max_restarts() > 0) standbys = std::make_unique<StandbyPool>(standby_spec());
+    if (spec.warm_standby()) start_warm_standby();
     if (hooks.metrics) {
       metrics.emplace(*hooks.metrics);
       heartbeat_collector = hooks.metrics->add_collector([this](MetricsRegistry::Scrape& scrape) {
@@ -160,11 +163,24 @@ struct LocalJob::Impl {
             .env = std::move(env)};
   }
 
+  // A zygote, and a pool of standbys in case it cannot fork; neither for a program without
+  // libfabric's standby hook, which would run as a rank of nothing.
+  void start_warm_standby() {
+    if (!has_standby_hook(spec.program())) {
+      say("--warm-standby: " + spec.program() + " is not linked with libfabric (it has no standby hook), so "
+          "its ranks are started the usual way");
+      return;
+    }
+    zygote = std::make_unique<Zygote>(standby_spec());
+    if (spec.max_restarts() > 0) standbys = std::make_unique<StandbyPool>(standby_spec());
+  }
+
   // Once every rank of the generation has joined the rendezvous (past its own loading, so
-  // the standbys do not slow its start, and known to be a libfabric program), one standby
-  // per rank is started for the next generation, if a restart is left. Called with the lock.
+  // the standbys do not slow its start), one standby per rank is started for the next
+  // generation, if a restart is left and the zygote cannot fork it. Called with the lock.
   void fill_standbys(std::int32_t generation) {
     if (!standbys || standbys_filled || generation >= spec.max_restarts()) return;
+    if (zygote && zygote->serving()) return;
     if (static_cast<std::int32_t>(server.service().joined_ranks(job_id).size()) < spec.nproc_per_node()) return;
     standbys_filled = true;
     try {
@@ -336,6 +352,7 @@ struct LocalJob::Impl {
       try {
         RankGroupOptions options = generation_options(generation);
         options.standbys = standbys.get();
+        options.zygote = zygote.get();
         group = std::make_shared<RankGroup>(std::move(options), router,
                                             [this](const RankEnded& ended) { on_exit(ended); });
       } catch (const SpawnError& error) {  // e.g. execve refused the program
@@ -344,6 +361,14 @@ struct LocalJob::Impl {
         return kCannotStart;
       }
       if (!group->standby_ranks().empty()) say(standbys_taken(*group));
+      if (!group->forked_ranks().empty() && generation == 0) {
+        say("ranks forked from a zygote of the program (pid " + std::to_string(zygote->pid()) +
+            ") that loaded it once");
+      }
+      if (zygote && group->forked_ranks().empty() && generation == 0) {
+        say("--warm-standby: no zygote (" + zygote->refusal() + "); ranks are started the usual way" +
+            (standbys ? ", restarts from warm standbys" : ""));
+      }
       if (generation >= spec.max_restarts()) standbys.reset();  // no restart left to wait for
       tell(v1::JOB_STATE_RUNNING, generation, "running generation " + std::to_string(generation));
       supervise(lock);

@@ -27,9 +27,9 @@ std::array<int, 2> cloexec_pipe() {
   return fds;
 }
 
-std::array<int, 2> cloexec_socket_pair() {
+std::array<int, 2> cloexec_socket_pair(bool seqpacket) {
   std::array<int, 2> fds{-1, -1};
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds.data()) != 0) {
+  if (::socketpair(AF_UNIX, (seqpacket ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0, fds.data()) != 0) {
     throw std::system_error(errno, std::generic_category(), "socketpair");
   }
   return fds;
@@ -62,7 +62,7 @@ StartedProcess start_process(const ProcessSpec& spec) {
   auto env = bp::extend::on_setup = [&envp](auto& executor) { executor.env = envp.data(); };  // non-const, as Boost wants
   const std::array<int, 2> out = cloexec_pipe(), err = cloexec_pipe();
   std::array<int, 2> control{-1, -1};
-  if (spec.control_fd >= 0) control = cloexec_socket_pair();
+  if (spec.control_fd >= 0) control = cloexec_socket_pair(spec.control_seqpacket);
   const int control_target = spec.control_fd;
   const pid_t launcher = ::getpid();
   const auto setup = bp::extend::on_exec_setup = [launcher, out, err, control, control_target](auto&) {

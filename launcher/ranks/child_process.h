@@ -33,6 +33,7 @@ struct ProcessSpec {
   std::map<std::string, std::string> env;
   // Give it one end of a socket pair as this descriptor number (kStandbyControlFd); -1: none.
   int control_fd = -1;
+  bool control_seqpacket = false;  // SOCK_SEQPACKET (a zygote's), else SOCK_STREAM
 };
 
 // A started process, owned by whoever holds this: it must be waited for (waitpid) and its

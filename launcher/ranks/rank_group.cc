@@ -19,6 +19,7 @@ namespace fabric::launcher {
 struct RankGroup::Process {
   RankProcess spec;
   StartedProcess started;
+  Zygote* forked_from = nullptr;  // when the zygote forked it (and reports its exit)
   std::thread out_reader, err_reader, waiter;
   std::optional<int> status;  // guarded by RankGroup::mutex_
   int open_streams = 2;       // guarded by RankGroup::mutex_; readers count down at EOF
@@ -101,6 +102,13 @@ void RankGroup::tear_down() {
 }
 
 void RankGroup::spawn(const RankProcess& rank) {
+  if (options_.zygote) {
+    if (std::optional<StartedProcess> forked = options_.zygote->fork_rank(rank.env)) {
+      forked_ranks_.push_back(rank.rank);
+      watch(rank, *forked, options_.zygote);
+      return;
+    }
+  }
   if (options_.standbys) {
     if (std::optional<StartedProcess> warm = options_.standbys->take(rank.env)) {
       standby_ranks_.push_back(rank.rank);
@@ -114,10 +122,11 @@ void RankGroup::spawn(const RankProcess& rank) {
                              .env = rank.env}));
 }
 
-void RankGroup::watch(const RankProcess& rank, StartedProcess started) {
+void RankGroup::watch(const RankProcess& rank, StartedProcess started, Zygote* forked_from) {
   auto process = std::make_unique<Process>();
   process->spec = rank;
   process->started = started;
+  process->forked_from = forked_from;
   Process& self = *process;
   {
     std::lock_guard lock(mutex_);
@@ -138,14 +147,19 @@ void RankGroup::watch(const RankProcess& rank, StartedProcess started) {
 
 void RankGroup::wait_for(Process& process) {
   const pid_t pid = process.started.pid;
-  int native = 0;
-  while (::waitpid(pid, &native, 0) < 0 && errno == EINTR) {
+  int status = 0;
+  if (process.forked_from) {
+    status = process.forked_from->wait(pid);  // the zygote's child, not ours: it reaps it
+  } else {
+    int native = 0;
+    while (::waitpid(pid, &native, 0) < 0 && errno == EINTR) {
+    }
+    status = WIFSIGNALED(native) ? 128 + WTERMSIG(native) : WEXITSTATUS(native);
   }
   // What the rank left in its process group dies with it, now: the group id cannot be
   // reused while any member lives, and once the group is empty nothing can be hit. Later,
   // after the id may have been recycled, only the groups of live ranks are signalled.
   ::kill(-pid, SIGKILL);
-  const int status = WIFSIGNALED(native) ? 128 + WTERMSIG(native) : WEXITSTATUS(native);
   {
     std::unique_lock lock(mutex_);
     process.status = status;

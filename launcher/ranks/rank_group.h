@@ -6,7 +6,8 @@
 // output gets a moment to drain, then the readers stop.
 //
 // Each rank is started as ranks/child_process.h says (its own process group, a parent-death
-// signal), or is a warm standby taken from a StandbyPool and given its environment. Its stdout and stderr are read line by line
+// signal), or is forked from a Zygote, or is a warm standby taken from a StandbyPool and given
+// its environment. Its stdout and stderr are read line by line
 // into a LineSink. When a rank exits, `on_exit` is called from that rank's waiter thread
 // with its status; the group's own state is updated first, so all_exited() is already
 // true there for the last one.
@@ -27,6 +28,7 @@
 #include "ranks/child_process.h"
 #include "ranks/output_router.h"
 #include "ranks/standby_pool.h"
+#include "ranks/zygote.h"
 
 namespace fabric::launcher {
 
@@ -48,6 +50,9 @@ struct RankGroupOptions {
   // working directory, given each rank's environment; the rest are started. Must outlive
   // the constructor only.
   StandbyPool* standbys = nullptr;
+  // Before the standbys, when set: ranks forked from this zygote of the program. Must
+  // outlive the group (it reports the exits of the ranks it forked).
+  Zygote* zygote = nullptr;
 };
 
 // How a rank ended: its exit code, or 128 + the signal that killed it (a shell's $?).
@@ -87,8 +92,10 @@ class RankGroup {
   // The global ranks still running.
   std::vector<std::int32_t> running() const;
   std::optional<int> status(std::int32_t rank) const;
-  // The ranks that were warm standbys (the rest were started for this generation).
+  // The ranks that were warm standbys, and those forked from the zygote (the rest were
+  // started for this generation).
   const std::vector<std::int32_t>& standby_ranks() const { return standby_ranks_; }
+  const std::vector<std::int32_t>& forked_ranks() const { return forked_ranks_; }
   std::optional<pid_t> pid(std::int32_t rank) const;
 
  private:
@@ -97,7 +104,7 @@ class RankGroup {
   // Starts the rank, or takes a standby for it.
   void spawn(const RankProcess& rank);
   // Reads its output and waits for its exit, on threads of its own.
-  void watch(const RankProcess& rank, StartedProcess started);
+  void watch(const RankProcess& rank, StartedProcess started, Zygote* forked_from = nullptr);
   void wait_for(Process& process);
   bool all_exited_locked() const;
   // kill(), wait for every exit, give the output a moment, join every thread.
@@ -112,7 +119,7 @@ class RankGroup {
   bool kill_requested_ = false;                    // guarded by mutex_
   std::vector<std::unique_ptr<Process>> processes_;  // guarded by mutex_ (statuses)
   const int wake_fd_;  // an eventfd: readable once the readers must stop
-  std::vector<std::int32_t> standby_ranks_;  // set by the constructor
+  std::vector<std::int32_t> standby_ranks_, forked_ranks_;  // set by the constructor
 };
 
 }  // namespace fabric::launcher

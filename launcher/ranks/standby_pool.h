@@ -1,7 +1,8 @@
 // StandbyPool: warm standbys of one job on this node (fabric/worker/standby.h), started
 // ahead of a restart so that the next generation's ranks do not load the program and
 // LibTorch again: the costly part of a restart (a rank of an 8-rank job on 2 cores waits
-// over a second for the CPU to load its libraries).
+// over a second for the CPU to load its libraries). Used where the job's Zygote cannot
+// fork (ranks/zygote.h): one process per rank instead of one per node.
 //
 // fill() starts processes of the job's program, each waiting before main() with a control
 // socket; take() hands one over to become a rank, given its environment (RankGroup adopts
@@ -11,7 +12,8 @@
 // whatever it started, and reaped.
 //
 // Only for programs linked with libfabric: another program would not wait, and would run
-// as a standby with no rank (hence JobSpec.warm_standby, off unless asked for). A standby's
+// as a standby with no rank (hence JobSpec.warm_standby, off unless asked for, and
+// has_standby_hook). A standby's
 // output before it is taken stays in its pipes and is read, as its rank's, once it is.
 //
 // Thread-safe.

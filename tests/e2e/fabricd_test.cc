@@ -151,14 +151,42 @@ TEST(FabricdRun, KilledRankRestartsTheGroupAndTheJobCompletes) {
   EXPECT_NE(result.output.find("[rank 0] generation 1 done"), std::string::npos) << result.output;
 }
 
-// The restarted generation's ranks are the standbys fabricd started while generation 0 ran:
-// the same processes (their pids), given generation 1's environment, and none of them ran
-// main() before it (a standby that did would have run the worker alone, as a job of one
-// rank, and printed "generation 0 done").
-TEST(FabricdRun, WarmStandbysBecomeTheRestartedRanksWithoutRunningMainBefore) {
-  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --warm-standby " +
-                                     DDP_WORKER + " flaky after-standbys");
+// With --warm-standby, every generation's ranks are forks of one zygote, which loaded the
+// program once: each rank's parent is the zygote fabricd named, and generation 1 gets its
+// restart variables. The zygote never ran main() itself: had it, it would have run the
+// worker alone, as a job of one rank, and printed "generation 0 done".
+TEST(FabricdRun, WarmStandbyForksEveryGenerationFromOneZygoteThatNeverRunsMain) {
+  CommandResult result =
+      run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --warm-standby " + DDP_WORKER + " flaky");
   EXPECT_EQ(result.status, 0) << result.output;
+  const std::string forked = "ranks forked from a zygote of the program (pid ";
+  const auto said = result.output.find(forked);
+  ASSERT_NE(said, std::string::npos) << result.output;
+  const std::string zygote = std::to_string(std::stol(result.output.substr(said + forked.size())));
+  for (const int generation : {0, 1}) {
+    for (const int rank : {0, 1}) {
+      const std::string line = "[rank " + std::to_string(rank) + "] generation " + std::to_string(generation) + " pid ";
+      const auto at = result.output.find(line);
+      ASSERT_NE(at, std::string::npos) << line << "\n" << result.output;
+      const std::string rest = result.output.substr(at, result.output.find('\n', at) - at);
+      EXPECT_NE(rest.find(" ppid " + zygote), std::string::npos) << rest;
+    }
+  }
+  EXPECT_NE(result.output.find("[rank 0] generation 1 done"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("[rank 1] generation 1 done"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("generation 0 done"), std::string::npos) << result.output;
+}
+
+// A program that must not be forked (FABRICD_NO_ZYGOTE=1) gets warm standbys instead: the
+// restarted generation's ranks are the standbys fabricd started while generation 0 ran (the
+// same processes, their pids), given generation 1's environment, none of which ran main()
+// before it.
+TEST(FabricdRun, WithoutAZygoteTheRestartedRanksAreWarmStandbys) {
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --warm-standby --env " +
+                                     "FABRICD_NO_ZYGOTE=1 " + DDP_WORKER + " flaky after-standbys");
+  EXPECT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("no zygote (the job's environment sets FABRICD_NO_ZYGOTE=1)"), std::string::npos)
+      << result.output;
   const std::string standbys = "generation 1: 2 of 2 ranks were warm standbys (pids ";
   const auto said = result.output.find(standbys);
   ASSERT_NE(said, std::string::npos) << result.output;
@@ -174,6 +202,17 @@ TEST(FabricdRun, WarmStandbysBecomeTheRestartedRanksWithoutRunningMainBefore) {
         << result.output;
   }
   EXPECT_EQ(result.output.find("generation 0 done"), std::string::npos) << result.output;
+}
+
+// A program without libfabric would not wait as a zygote or standby: it is run as always.
+TEST(FabricdRun, WarmStandbyOfAProgramWithoutLibfabricIsSaidAndRunsAsUsual) {
+  CommandResult result = run_command(kFabricd + " run --nproc-per-node 2 --max-restarts 1 --warm-standby " +
+                                     "/bin/sh -c 'echo rank $RANK'");
+  EXPECT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("is not linked with libfabric (it has no standby hook)"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("[rank 0] rank 0"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("[rank 1] rank 1"), std::string::npos) << result.output;
 }
 
 TEST(FabricdRun, WithoutRestartsTheJobEndsWithTheRanksStatusAndNamesIt) {

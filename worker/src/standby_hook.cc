@@ -1,5 +1,6 @@
 // The standby's side (fabric/worker/standby.h): a static initializer that, in a process
-// started with FABRICD_STANDBY_FD, waits before main() until fabricd gives it a rank.
+// started with FABRICD_STANDBY_FD, waits before main() until fabricd gives it a rank, and in
+// one started with FABRICD_ZYGOTE_FD, forks ranks until fabricd lets it go.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "fabric/worker/standby.h"
+#include "zygote_server.h"
 
 namespace fabric::worker {
 
@@ -45,14 +47,26 @@ std::string read_to_end(int fd) {
 // priority), which run only once it is a rank; the shared libraries' (LibTorch's operator
 // registrations) ran before, as they always run before the executable's. _exit, not exit,
 // when it leaves without a rank: the program's static objects were never made.
-__attribute__((constructor(101))) void wait_for_a_rank_if_standby() {
-  const char* text = std::getenv(kStandbyFdVariable);
-  if (text == nullptr) return;
+// The descriptor `variable` names, or -1 when it is not set.
+int descriptor(const char* variable) {
+  const char* text = std::getenv(variable);
+  if (text == nullptr) return -1;
   int fd = -1;
   const char* end = text + std::strlen(text);
   if (auto [stop, error] = std::from_chars(text, end, fd); error != std::errc() || stop != end || fd < 0) {
-    give_up(std::string(kStandbyFdVariable) + "='" + text + "' is not a descriptor number");
+    give_up(std::string(variable) + "='" + text + "' is not a descriptor number");
   }
+  return fd;
+}
+
+__attribute__((constructor(101))) void wait_for_a_rank_if_standby() {
+  if (const int zygote = descriptor(kZygoteFdVariable); zygote >= 0) {
+    serve_as_zygote(zygote);  // returns in a child, made a rank
+    assigned = true;
+    return;
+  }
+  const int fd = descriptor(kStandbyFdVariable);
+  if (fd < 0) return;
   // Unanswered when fabricd already sent the assignment and closed its end (this standby
   // was taken while it loaded): what counts is what it reads. MSG_NOSIGNAL: no SIGPIPE then.
   [[maybe_unused]] const ssize_t said = ::send(fd, &kStandbyReady, 1, MSG_NOSIGNAL);

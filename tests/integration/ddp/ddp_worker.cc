@@ -22,7 +22,8 @@
 //   flaky [after-standbys]           under fabricd or torchrun: in generation 0, rank 1
 //                                    SIGKILLs itself after the first barrier (once the
 //                                    launcher's warm standbys wait, with after-standbys);
-//                                    later generations succeed. Each rank prints its pid.
+//                                    later generations succeed. Each rank prints its pid
+//                                    and its parent's.
 //   fabric-collectives DIR           Fabric's broadcast / all_reduce / all_gather /
 //                                    rank_zero_first; exit 1 on the first wrong value
 //   misbehave HOW                    under fabricd: 40 DDP steps, but in generation 0 rank 1
@@ -218,7 +219,7 @@ int main(int argc, char** argv) {
       fabric::Fabric fabric({.accelerator = "cpu", .strategy = "ddp"});
       fabric.launch();
       fabric.barrier();
-      std::cout << "generation " << generation() << " pid " << ::getpid() << std::endl;
+      std::cout << "generation " << generation() << " pid " << ::getpid() << " ppid " << ::getppid() << std::endl;
       if (generation() == 0 && fabric.global_rank() == 1) {
         if (argc > 2 && std::string(argv[2]) == "after-standbys" &&
             !fabric::testing::wait_for_warm_standbys(fabric.world_size(), std::chrono::seconds(60))) {

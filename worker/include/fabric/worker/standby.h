@@ -11,9 +11,23 @@
 // without an assignment (the job ended, or no restart came), the standby exits 0 without
 // running main().
 //
+// A zygote is the same wait, started with FABRICD_ZYGOTE_FD instead (a SOCK_SEQPACKET socket):
+// it never becomes a rank itself but forks them. Each request is one message: a rank's
+// environment (encode_assignment) with its stdout and stderr as two descriptors (SCM_RIGHTS).
+// The zygote forks; the child takes those as its stdout and stderr, its own process group, a
+// death signal tied to the zygote, and the environment, and goes on into main(). The zygote
+// answers with ZygoteRecords: kZygoteReady once it serves (or kZygoteRefused, with its
+// thread count, when a library started threads before main(): a fork would copy their locks
+// but not them; with 0 when FABRICD_NO_ZYGOTE=1 says not to), then kZygoteForked (or kZygoteForkFailed, with errno) per request, and
+// kZygoteExited with a shell-style status for each child it reaped. Closing fabricd's end
+// makes it SIGKILL its children, reap them and exit. Its children are forked with what the
+// shared libraries set up at load time, and nothing of the program's own: the program's
+// static initializers and main() run in each child.
+//
 // Torch-free, and free of gRPC: the launcher includes it too.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -28,6 +42,26 @@ inline constexpr int kStandbyControlFd = 3;
 inline constexpr char kStandbyReady = 'R';
 // No environment fabricd sends is this long; a longer message is a broken peer.
 inline constexpr std::size_t kMaxAssignmentBytes = 16 << 20;
+
+// The variable that names a zygote's control socket (the same descriptor number).
+inline constexpr const char* kZygoteFdVariable = "FABRICD_ZYGOTE_FD";
+// A zygote's message to fabricd: one per SOCK_SEQPACKET message, sent as it is laid out
+// (both ends are on one machine, built from this header).
+struct ZygoteRecord {
+  char kind = 0;
+  std::int32_t pid = 0;
+  std::int32_t value = 0;  // by kind: threads, errno, exit status
+};
+inline constexpr char kZygoteReady = 'R';
+inline constexpr char kZygoteRefused = 'N';
+inline constexpr char kZygoteForked = 'F';
+inline constexpr char kZygoteForkFailed = 'E';
+inline constexpr char kZygoteExited = 'X';
+// Set to 1 in a job's environment, its program refuses to be a zygote (value 0): for a
+// program that knows it cannot be forked; its restarts then come from standbys.
+inline constexpr const char* kNoZygoteVariable = "FABRICD_NO_ZYGOTE";
+// The most an environment of a zygote's request may take (one SEQPACKET message).
+inline constexpr std::size_t kMaxZygoteRequestBytes = 1 << 20;
 
 // "NAME=VALUE\0" for each variable, then one more "\0". Names and values cannot hold a NUL.
 std::string encode_assignment(const std::map<std::string, std::string>& env);

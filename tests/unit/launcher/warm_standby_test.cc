@@ -1,8 +1,10 @@
-// StandbyPool and RankGroup's use of it, over real processes of standby_probe (a program
-// linked with the standby wait, as every libfabric program is): a standby waits before
-// main(), becomes a process with exactly the environment it is given, is reaped when it
-// died waiting, and leaves nothing behind when released; a RankGroup takes its ranks from
-// standbys first and starts the rest.
+// Warm standbys over real processes of standby_probe (a program linked with the standby
+// wait, as every libfabric program is). StandbyPool: a standby waits before main(), becomes a
+// process with exactly the environment it is given, is reaped when it died waiting, and
+// leaves nothing behind when released. Zygote: it forks ranks that run main() with exactly
+// their environment as its children, reports their exits and signals, refuses when told to,
+// and takes its ranks with it when it dies or is let go. A RankGroup takes its ranks from
+// the zygote, then the standbys, and starts the rest.
 #include "ranks/standby_pool.h"
 
 #include <gtest/gtest.h>
@@ -11,12 +13,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <thread>
 
 #include "fabric/worker/standby.h"
 #include "ranks/rank_group.h"
+#include "ranks/zygote.h"
 #include "unit/launcher/rank_recorders.h"
 
 namespace {
@@ -27,6 +32,7 @@ using fabric::launcher::RankGroupOptions;
 using fabric::launcher::RankProcess;
 using fabric::launcher::StandbyPool;
 using fabric::launcher::StartedProcess;
+using fabric::launcher::Zygote;
 using fabric::testing::CollectingSink;
 using fabric::testing::ExitRecorder;
 using fabric::testing::kPatience;
@@ -75,8 +81,8 @@ TEST(StandbyPool, AStandbyWaitsBeforeMainAndBecomesAProcessWithExactlyTheEnviron
   EXPECT_EQ(pool.size(), 0u);
   // RANK reached main() (it was not in the environment the standby was loaded with), and
   // nothing else did: neither LOADED_WITH nor the control socket's variable.
-  EXPECT_EQ(first_line(taken->out_fd),
-            "main pid=" + std::to_string(taken->pid) + " standby=1 rank=3 variables=3 standby_fd=unset");
+  EXPECT_EQ(first_line(taken->out_fd), "main pid=" + std::to_string(taken->pid) +
+                                           " standby=1 rank=3 variables=3 standby_fd=unset ppid=" + std::to_string(::getpid()));
   EXPECT_EQ(exit_status(taken->pid), 7);
   close_descriptors(*taken);
 }
@@ -86,7 +92,8 @@ TEST(StandbyPool, AStandbyTakenWhileItStillLoadsGetsItsRankWhenItArrives) {
   pool.fill(1);
   std::optional<StartedProcess> taken = pool.take({{"RANK", "0"}});  // at once, likely before it is ready
   ASSERT_TRUE(taken);
-  EXPECT_EQ(first_line(taken->out_fd), "main pid=" + std::to_string(taken->pid) + " standby=1 rank=0 variables=1 standby_fd=unset");
+  EXPECT_EQ(first_line(taken->out_fd), "main pid=" + std::to_string(taken->pid) +
+                                           " standby=1 rank=0 variables=1 standby_fd=unset ppid=" + std::to_string(::getpid()));
   EXPECT_EQ(exit_status(taken->pid), 0);
   close_descriptors(*taken);
 }
@@ -150,7 +157,8 @@ TEST(RankGroupFromStandbys, TakesWhatThePoolHasAndStartsTheRest_EachLineAndExitU
     ASSERT_TRUE(exits.wait_for(2));
   }
   // Rank 0 went to the standby (the pool's oldest), rank 1 was started: it says so itself.
-  EXPECT_EQ(sink.value(0, "main pid="), std::to_string(standby) + " standby=1 rank=0 variables=1 standby_fd=unset");
+  EXPECT_EQ(sink.value(0, "main pid="), std::to_string(standby) + " standby=1 rank=0 variables=1 standby_fd=unset ppid=" +
+                                           std::to_string(::getpid()));
   const auto started = sink.value(1, "main pid=");
   ASSERT_TRUE(started);
   EXPECT_NE(started->find(" standby=0 rank=1 variables=1 "), std::string::npos) << *started;
@@ -158,6 +166,113 @@ TEST(RankGroupFromStandbys, TakesWhatThePoolHasAndStartsTheRest_EachLineAndExitU
   ASSERT_TRUE(exits.of(0) && exits.of(1));
   EXPECT_EQ(exits.of(0)->status, 0);
   EXPECT_EQ(exits.of(1)->status, 0);
+}
+
+// Whether `pid` is still running: it exists and is not a zombie (once its parent, the
+// zygote, is gone, it is init's to reap, whenever init does).
+bool running(pid_t pid) {
+  if (!exists(pid)) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  return close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'Z';
+}
+
+// Polls (the process is not our child: nothing to block on) until `pid` no longer runs.
+bool gone_within_patience(pid_t pid) {
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (running(pid)) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+TEST(Zygote, ForksRanksThatRunMainAsItsChildrenWithExactlyTheEnvironmentGiven) {
+  Zygote zygote(probe_spec());
+  ASSERT_TRUE(zygote.serving()) << zygote.refusal();
+  for (const int rank : {0, 1}) {
+    std::optional<StartedProcess> forked = zygote.fork_rank({{"RANK", std::to_string(rank)}, {"EXIT_CODE", "3"}});
+    ASSERT_TRUE(forked);
+    EXPECT_EQ(first_line(forked->out_fd), "main pid=" + std::to_string(forked->pid) + " standby=1 rank=" +
+                                              std::to_string(rank) + " variables=2 standby_fd=unset ppid=" +
+                                              std::to_string(zygote.pid()));
+    EXPECT_EQ(zygote.wait(forked->pid), 3);
+    close_descriptors(*forked);
+  }
+}
+
+TEST(Zygote, AKilledRankIsReportedWithItsSignal) {
+  Zygote zygote(probe_spec());
+  std::optional<StartedProcess> forked = zygote.fork_rank({{"WAIT_FOR_SIGNAL", "1"}});
+  ASSERT_TRUE(forked);
+  ASSERT_FALSE(first_line(forked->out_fd).empty());  // in main(), waiting
+  ASSERT_EQ(::kill(-forked->pid, SIGKILL), 0);      // its own process group, as RankGroup signals it
+  EXPECT_EQ(zygote.wait(forked->pid), 128 + SIGKILL);
+  close_descriptors(*forked);
+}
+
+TEST(Zygote, RefusesToForkWhenTheJobSaysNot) {
+  ProcessSpec spec = probe_spec();
+  spec.env[fabric::worker::kNoZygoteVariable] = "1";
+  Zygote zygote(spec);
+  EXPECT_FALSE(zygote.serving());
+  EXPECT_NE(zygote.refusal().find("FABRICD_NO_ZYGOTE=1"), std::string::npos) << zygote.refusal();
+  EXPECT_FALSE(zygote.fork_rank({{"RANK", "0"}}));
+}
+
+TEST(Zygote, ItsRanksDieWithItAndTheirWaitSaysSigkill) {
+  Zygote zygote(probe_spec());
+  std::optional<StartedProcess> forked = zygote.fork_rank({{"WAIT_FOR_SIGNAL", "1"}});
+  ASSERT_TRUE(forked);
+  ASSERT_FALSE(first_line(forked->out_fd).empty());
+  ASSERT_EQ(::kill(zygote.pid(), SIGKILL), 0);
+  EXPECT_EQ(zygote.wait(forked->pid), 128 + SIGKILL);
+  EXPECT_TRUE(gone_within_patience(forked->pid));
+  EXPECT_FALSE(zygote.serving());
+  EXPECT_FALSE(zygote.fork_rank({{"RANK", "0"}}));
+  close_descriptors(*forked);
+}
+
+TEST(Zygote, LetGoItLeavesNoRankBehind) {
+  pid_t rank = 0;
+  {
+    Zygote zygote(probe_spec());
+    std::optional<StartedProcess> forked = zygote.fork_rank({{"WAIT_FOR_SIGNAL", "1"}});
+    ASSERT_TRUE(forked);
+    ASSERT_FALSE(first_line(forked->out_fd).empty());
+    rank = forked->pid;
+    close_descriptors(*forked);
+  }
+  EXPECT_TRUE(gone_within_patience(rank));
+}
+
+TEST(Zygote, OnlyProgramsWithTheStandbyHookQualify) {
+  EXPECT_TRUE(fabric::launcher::has_standby_hook(kProbe));
+  EXPECT_FALSE(fabric::launcher::has_standby_hook("/bin/sh"));
+  EXPECT_FALSE(fabric::launcher::has_standby_hook("/nonexistent/program"));
+}
+
+TEST(RankGroupFromZygote, EveryRankIsForkedAndReportsItsOwnLinesAndExit) {
+  Zygote zygote(probe_spec());
+  CollectingSink sink;
+  ExitRecorder exits;
+  RankGroupOptions options = probe_ranks(2, 0, nullptr);
+  options.zygote = &zygote;
+  options.ranks[1].env["EXIT_CODE"] = "4";
+  {
+    fabric::launcher::RankGroup group(std::move(options), sink, exits.callback());
+    EXPECT_EQ(group.forked_ranks(), (std::vector<std::int32_t>{0, 1}));
+    ASSERT_TRUE(exits.wait_for(2));
+  }
+  for (const int rank : {0, 1}) {
+    const auto said = sink.value(rank, "main pid=");
+    ASSERT_TRUE(said) << rank;
+    EXPECT_NE(said->find(" rank=" + std::to_string(rank) + " "), std::string::npos) << *said;
+    EXPECT_NE(said->find(" ppid=" + std::to_string(zygote.pid())), std::string::npos) << *said;
+  }
+  EXPECT_EQ(exits.of(0)->status, 0);
+  EXPECT_EQ(exits.of(1)->status, 4);
 }
 
 TEST(StandbyProtocol, AssignmentsRoundTripAndBrokenOnesAreRefused) {
