@@ -344,6 +344,9 @@ struct LocalJob::Impl {
     for (generation = 0;; ++generation) {
       if (generation > 0) server.service().begin_generation(job_id, generation);
       tail->clear();
+      // Loaded (or refused) before the lock is taken: the forks are then quick, and a stop
+      // requested while the zygote loads is heard (request_stop abandons it).
+      if (zygote) zygote->serving();
       std::unique_lock lock(mutex);
       failure.reset();
       stopping = false;
@@ -424,6 +427,8 @@ struct LocalJob::Impl {
       kill_now = true;
       if (group) group->kill();
     }
+    // No ranks yet to stop gracefully (the zygote may still be loading), or none to spare.
+    if (zygote && (immediately || !group)) zygote->abandon(std::string("fabricd received ") + strsignal(signal));
     changed.notify_all();
   }
 };

@@ -7,8 +7,8 @@
 // the zygote's child, not ours, so its exit comes from the zygote (wait()). A zygote that
 // cannot fork (a library started threads before main(), or it died) makes fork_rank() return
 // nullopt, and the caller starts the rank itself. If the zygote dies, its ranks die with it
-// (their death signal) and wait() says SIGKILL. The destructor closes our end: the zygote
-// kills what is left of its ranks and exits; it is reaped there.
+// (their death signal), wait() says SIGKILL and fabricd's stderr says why. The destructor
+// closes our end: the zygote kills what is left of its ranks and exits, and is reaped.
 //
 // Only for programs linked with libfabric: has_standby_hook() tells them apart. Thread-safe.
 #pragma once
@@ -46,6 +46,8 @@ class Zygote {
   bool serving();
   // Why it does not fork, once it does not; "" while it does.
   std::string refusal();
+  // Stops waiting for it (fabricd is told to stop): SIGKILL, and its ranks die with it.
+  void abandon(const std::string& why);
   pid_t pid() const { return process_.pid; }
 
  private:
@@ -56,7 +58,8 @@ class Zygote {
   std::thread reader_, output_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  bool ready_ = false, gone_ = false;  // guarded by mutex_
+  bool ready_ = false, gone_ = false;  // guarded by mutex_; gone_: exited and reaped
+  bool closing_ = false;               // the destructor let it go; guarded by mutex_
   std::string refusal_;                // why it does not fork; guarded by mutex_
   std::deque<std::pair<char, int>> fork_replies_;  // (kind, pid or errno); guarded by mutex_
   std::map<pid_t, int> exits_;                     // reported, not yet waited for; guarded by mutex_

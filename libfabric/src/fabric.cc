@@ -22,7 +22,9 @@ Fabric::Fabric(FabricOptions options)
       callbacks_(std::move(options.callbacks)),
       timeout_(options.timeout) {
   // Also what links the warm-standby wait into every Fabric program (fabric/worker/standby.h).
-  if (worker::started_as_standby()) log::debug("started as a warm standby of fabricd, then given this rank");
+  if (worker::started_as_standby()) {
+    log::debug("started as a warm standby of fabricd (or forked from its zygote), then given this rank");
+  }
   // A DDPStrategy given with its own timeout bounds the launcher's barriers too.
   if (const auto* parallel = dynamic_cast<const ParallelStrategy*>(strategy_.get())) timeout_ = parallel->timeout();
   for (const auto& logger : loggers_) {

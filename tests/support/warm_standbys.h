@@ -1,8 +1,9 @@
 // For a rank that is about to fail on purpose (a test's, a benchmark's): waits until its
 // launcher's warm standbys (fabric/worker/standby.h) are loaded and waiting, so that the
 // restart it causes is measured or checked from warm standbys, not from ones still loading.
-// What it waits on is what the kernel shows of them: the launcher's children started with
-// FABRICD_STANDBY_FD, each blocked in read() on that descriptor (/proc/PID/syscall).
+// What it waits on is what anyone may read of them: the launcher's children (the launcher
+// is this rank's parent: a rank it started, not one forked from a zygote) whose process name
+// is "fabricd-standby", which a standby has only while it waits.
 #pragma once
 
 #include <dirent.h>
@@ -46,11 +47,7 @@ inline int waiting_standbys_of(pid_t launcher) {
   while (const dirent* entry = ::readdir(proc)) {
     const std::string pid = entry->d_name;
     if (pid.find_first_not_of("0123456789") != std::string::npos || parent_of(pid) != launcher) continue;
-    const std::string environment = read_all("/proc/" + pid + "/environ");
-    if (environment.find(std::string("FABRICD_STANDBY_FD=3") + '\0') == std::string::npos) continue;
-    // "0 0x3 ...": read(2) (syscall 0 on x86-64, 63 on arm64) on descriptor 3.
-    const std::string syscall = read_all("/proc/" + pid + "/syscall");
-    if (syscall.rfind("0 0x3 ", 0) == 0 || syscall.rfind("63 0x3 ", 0) == 0) ++waiting;
+    if (read_all("/proc/" + pid + "/comm") == "fabricd-standby\n") ++waiting;
   }
   ::closedir(proc);
   return waiting;

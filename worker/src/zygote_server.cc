@@ -31,10 +31,14 @@ namespace {
   ::_exit(1);
 }
 
+// A record fabricd must get: a lost exit would leave its waiter waiting. A zygote that cannot
+// send exits instead, which fabricd sees (its ranks die with it, and their waits end).
 void send_record(int fd, char kind, pid_t pid, int value) {
   const ZygoteRecord record{.kind = kind, .pid = static_cast<std::int32_t>(pid), .value = value};
-  // A fabricd that is gone stops nothing here: its death signal ends this process.
-  [[maybe_unused]] const ssize_t sent = ::send(fd, &record, sizeof(record), MSG_NOSIGNAL);
+  ssize_t sent;
+  while ((sent = ::send(fd, &record, sizeof(record), MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  if (sent != static_cast<ssize_t>(sizeof(record))) give_up(std::string("cannot tell fabricd: ") + std::strerror(errno));
 }
 
 // Threads of this process, from /proc/self/status; 0 when it cannot be read.
@@ -111,9 +115,12 @@ void become_rank(const Request& request, const std::map<std::string, std::string
 
 void serve_as_zygote(int fd) {
   const char* asked_not_to = std::getenv(kNoZygoteVariable);
-  const int threads = thread_count();
-  if ((asked_not_to != nullptr && std::string(asked_not_to) == "1") || threads != 1) {
-    send_record(fd, kZygoteRefused, ::getpid(), threads == 1 ? 0 : threads);
+  if (asked_not_to != nullptr && std::string(asked_not_to) == "1") {
+    send_record(fd, kZygoteRefused, ::getpid(), -1);
+    ::_exit(0);
+  }
+  if (const int threads = thread_count(); threads != 1) {  // 0: it could not count them
+    send_record(fd, kZygoteRefused, ::getpid(), threads);
     ::_exit(0);
   }
   // SIGCHLD through a descriptor, so that one poll() waits for requests and exits alike.
@@ -154,6 +161,7 @@ void serve_as_zygote(int fd) {
       continue;
     }
     const pid_t child = ::fork();
+    const int fork_error = errno;
     if (child == 0) {
       ::close(exits);
       ::close(fd);
@@ -163,7 +171,7 @@ void serve_as_zygote(int fd) {
     ::close(request.out);
     ::close(request.err);
     if (child < 0) {
-      send_record(fd, kZygoteForkFailed, 0, errno);
+      send_record(fd, kZygoteForkFailed, 0, fork_error);
       continue;
     }
     ::setpgid(child, child);  // here too, so that its group exists before fabricd signals it

@@ -38,6 +38,10 @@ using fabric::testing::ExitRecorder;
 using fabric::testing::kPatience;
 
 const std::string kProbe = STANDBY_PROBE;
+// What every rank process is given, however it was started: its own process group, no
+// signal blocked, SIGKILL when its parent dies, and its own name (a standby's was
+// "fabricd-standby" while it waited).
+const std::string kAsARankStarts = "own_group=1 blocked=0 death_signal=9 name=standby_probe";
 
 ProcessSpec probe_spec() { return {.program = kProbe, .env = {{"PATH", "/usr/bin:/bin"}, {"LOADED_WITH", "1"}}}; }
 
@@ -83,11 +87,14 @@ TEST(StandbyPool, AStandbyWaitsBeforeMainAndBecomesAProcessWithExactlyTheEnviron
   // nothing else did: neither LOADED_WITH nor the control socket's variable.
   EXPECT_EQ(first_line(taken->out_fd), "main pid=" + std::to_string(taken->pid) +
                                            " standby=1 rank=3 variables=3 standby_fd=unset ppid=" + std::to_string(::getpid()));
+  EXPECT_EQ(first_line(taken->out_fd), kAsARankStarts);
   EXPECT_EQ(exit_status(taken->pid), 7);
   close_descriptors(*taken);
 }
 
-TEST(StandbyPool, AStandbyTakenWhileItStillLoadsGetsItsRankWhenItArrives) {
+// Taken at once, before it is likely to have said it is ready: whatever its progress, it
+// gets its rank.
+TEST(StandbyPool, AStandbyTakenAtOnceGetsItsRankWhenItArrives) {
   StandbyPool pool(probe_spec());
   pool.fill(1);
   std::optional<StartedProcess> taken = pool.take({{"RANK", "0"}});  // at once, likely before it is ready
@@ -197,6 +204,7 @@ TEST(Zygote, ForksRanksThatRunMainAsItsChildrenWithExactlyTheEnvironmentGiven) {
     EXPECT_EQ(first_line(forked->out_fd), "main pid=" + std::to_string(forked->pid) + " standby=1 rank=" +
                                               std::to_string(rank) + " variables=2 standby_fd=unset ppid=" +
                                               std::to_string(zygote.pid()));
+    EXPECT_EQ(first_line(forked->out_fd), kAsARankStarts);
     EXPECT_EQ(zygote.wait(forked->pid), 3);
     close_descriptors(*forked);
   }
@@ -250,6 +258,9 @@ TEST(Zygote, LetGoItLeavesNoRankBehind) {
 TEST(Zygote, OnlyProgramsWithTheStandbyHookQualify) {
   EXPECT_TRUE(fabric::launcher::has_standby_hook(kProbe));
   EXPECT_FALSE(fabric::launcher::has_standby_hook("/bin/sh"));
+  // This test links the launcher's side, whose data holds the hook's variable names, but not
+  // the hook: a zygote of it would run main() with no rank.
+  EXPECT_FALSE(fabric::launcher::has_standby_hook("/proc/self/exe"));
   EXPECT_FALSE(fabric::launcher::has_standby_hook("/nonexistent/program"));
 }
 
@@ -270,7 +281,9 @@ TEST(RankGroupFromZygote, EveryRankIsForkedAndReportsItsOwnLinesAndExit) {
     ASSERT_TRUE(said) << rank;
     EXPECT_NE(said->find(" rank=" + std::to_string(rank) + " "), std::string::npos) << *said;
     EXPECT_NE(said->find(" ppid=" + std::to_string(zygote.pid())), std::string::npos) << *said;
+    EXPECT_EQ(sink.value(rank, "own_group="), kAsARankStarts.substr(std::string("own_group=").size()));
   }
+  ASSERT_TRUE(exits.of(0) && exits.of(1));
   EXPECT_EQ(exits.of(0)->status, 0);
   EXPECT_EQ(exits.of(1)->status, 4);
 }

@@ -18,7 +18,7 @@
 // death signal tied to the zygote, and the environment, and goes on into main(). The zygote
 // answers with ZygoteRecords: kZygoteReady once it serves (or kZygoteRefused, with its
 // thread count, when a library started threads before main(): a fork would copy their locks
-// but not them; with 0 when FABRICD_NO_ZYGOTE=1 says not to), then kZygoteForked (or kZygoteForkFailed, with errno) per request, and
+// but not them; 0 when it could not count them; -1 when FABRICD_NO_ZYGOTE=1 says not to), then kZygoteForked (or kZygoteForkFailed, with errno) per request, and
 // kZygoteExited with a shell-style status for each child it reaped. Closing fabricd's end
 // makes it SIGKILL its children, reap them and exit. Its children are forked with what the
 // shared libraries set up at load time, and nothing of the program's own: the program's
@@ -40,6 +40,11 @@ inline constexpr const char* kStandbyFdVariable = "FABRICD_STANDBY_FD";
 inline constexpr int kStandbyControlFd = 3;
 // What a standby writes once it waits for its assignment.
 inline constexpr char kStandbyReady = 'R';
+// A standby's process name (comm) while it waits; its own again once it is a rank.
+inline constexpr const char* kStandbyProcessName = "fabricd-standby";
+// The ELF section that only a program holding the standby hook has (launcher's
+// has_standby_hook reads section names, which no other use of this header puts in a file).
+inline constexpr const char* kStandbyHookSection = "fabricd_standby_hook";
 // No environment fabricd sends is this long; a longer message is a broken peer.
 inline constexpr std::size_t kMaxAssignmentBytes = 16 << 20;
 
@@ -57,10 +62,12 @@ inline constexpr char kZygoteRefused = 'N';
 inline constexpr char kZygoteForked = 'F';
 inline constexpr char kZygoteForkFailed = 'E';
 inline constexpr char kZygoteExited = 'X';
-// Set to 1 in a job's environment, its program refuses to be a zygote (value 0): for a
+// Set to 1 in a job's environment, its program refuses to be a zygote (value -1): for a
 // program that knows it cannot be forked; its restarts then come from standbys.
 inline constexpr const char* kNoZygoteVariable = "FABRICD_NO_ZYGOTE";
-// The most an environment of a zygote's request may take (one SEQPACKET message).
+// The zygote's receive buffer for one request. What fits in one SEQPACKET message is bounded
+// lower, by the sending socket's buffer (net.core.wmem_max, about 208 KiB by default): an
+// environment that does not fit is not forked (Zygote::fork_rank says why).
 inline constexpr std::size_t kMaxZygoteRequestBytes = 1 << 20;
 
 // "NAME=VALUE\0" for each variable, then one more "\0". Names and values cannot hold a NUL.
