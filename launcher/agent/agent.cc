@@ -24,6 +24,7 @@
 #include "ranks/ports.h"
 #include "ranks/rank_environment.h"
 #include "ranks/rank_group.h"
+#include "ranks/zygote.h"
 #include "ranks/rank_metrics.h"
 #include "ranks/straggler_watch.h"
 #include "rendezvous/rendezvous_server.h"
@@ -113,6 +114,7 @@ struct Agent::Impl {
     HealthWatch health;
     std::shared_ptr<StderrTail> tail = std::make_shared<StderrTail>(kSummaryTailLines);
     OutputRouter router;
+    std::shared_ptr<Zygote> zygote;  // its ranks' (JobSpec.warm_standby); outlives the group
     std::unique_ptr<RankGroup> group;
     std::set<std::int32_t> hung;  // ranks this agent killed as hung; guarded by Impl::mutex
     StragglerWatch stragglers;    // among this node's ranks; guarded by Impl::mutex
@@ -139,6 +141,13 @@ struct Agent::Impl {
   std::string agent_id;
   milliseconds heartbeat_interval{1000};
   std::map<std::string, std::shared_ptr<NodeRun>> runs;  // the newest generation of each job
+  // JobSpec.warm_standby: each job's zygote on this node, kept across its generations, with
+  // the OMP_NUM_THREADS it was loaded with (libgomp reads it as it loads).
+  struct JobZygote {
+    std::shared_ptr<Zygote> zygote;
+    std::string threads;
+  };
+  std::map<std::string, JobZygote> zygotes;
   std::set<std::pair<std::string, std::int32_t>> started;  // (job, generation) ever started this session
   std::deque<v1::ReportRankExitRequest> exits;            // not yet acknowledged
   grpc::ClientContext* stream_context = nullptr;          // the open assignment stream's
@@ -272,6 +281,7 @@ struct Agent::Impl {
   void clean_slate(std::unique_lock<std::mutex>& lock) {
     for (auto& [job_id, run] : runs) stop_run(run, grace_period(run->start.spec()), /*release=*/true);
     runs.clear();
+    zygotes.clear();  // each also held by its runs until they are stopped
     started.clear();
     exits.clear();
     logs.clear();
@@ -372,6 +382,10 @@ struct Agent::Impl {
     try {
       const auto path = base.find("PATH");
       group.program = resolve_program(spec.program(), spec.working_dir(), path == base.end() ? "" : path->second);
+      if (spec.warm_standby()) {
+        run->zygote = zygote_for(start, group.program, base);
+        group.zygote = run->zygote.get();
+      }
       NodeRun* self = run.get();
       run->group = std::make_unique<RankGroup>(std::move(group), run->router,
                                                [this, self](const RankEnded& ended) { on_rank_exit(*self, ended); });
@@ -395,6 +409,44 @@ struct Agent::Impl {
     runs[start.job_id()] = std::move(run);
   }
 
+  // The job's zygote on this node: started with its first generation here (or anew when the
+  // thread limit changed, as an elastic job's can), waited for until it is loaded, so that
+  // its forks are quick. None for a program without libfabric's standby hook, or one that
+  // cannot be forked (its ranks are then started the usual way; agents keep no standbys).
+  std::shared_ptr<Zygote> zygote_for(const v1::StartRanks& start, const std::string& program, const Environment& base) {
+    const auto threads = base.find("OMP_NUM_THREADS");
+    const std::string limit = threads == base.end() ? "" : threads->second;
+    std::shared_ptr<Zygote> zygote;
+    {
+      std::lock_guard lock(mutex);
+      if (const auto known = zygotes.find(start.job_id()); known != zygotes.end() && known->second.threads == limit) {
+        zygote = known->second.zygote;
+      }
+    }
+    if (!zygote) {
+      if (!has_standby_hook(program)) {
+        say("--warm-standby: " + program + " is not linked with libfabric (it has no standby hook), so its ranks "
+            "are started the usual way");
+        return nullptr;
+      }
+      Environment env = base;
+      env.erase("FABRICD_JOB_SECRET");  // given to each rank with its environment
+      zygote = std::make_shared<Zygote>(ProcessSpec{.program = program,
+                                                    .args = {start.spec().args().begin(), start.spec().args().end()},
+                                                    .working_dir = start.spec().working_dir(),
+                                                    .env = std::move(env)});
+      std::lock_guard lock(mutex);
+      zygotes[start.job_id()] = JobZygote{.zygote = zygote, .threads = limit};
+    }
+    if (!zygote->serving()) {
+      say("--warm-standby: no zygote (" + zygote->refusal() + "); ranks are started the usual way");
+      return nullptr;
+    }
+    say("ranks of job " + start.job_id() + " forked from a zygote of the program (pid " +
+        std::to_string(zygote->pid()) + ") that loaded it once");
+    return zygote;
+  }
+
   // Stops a run's ranks on a thread of their own (the grace period must not hold up the
   // assignment stream); `release` also ends its rendezvous once they are gone.
   void stop_run(const std::shared_ptr<NodeRun>& run, milliseconds grace, bool release) {
@@ -407,7 +459,10 @@ struct Agent::Impl {
       std::lock_guard lock(mutex);
       const auto current = runs.find(run->job_id());
       const bool newest = current == runs.end() || current->second == run;
-      if (release && newest) server.service().end_job(run->job_id());
+      if (release && newest) {
+        server.service().end_job(run->job_id());
+        zygotes.erase(run->job_id());  // the job is done here: the zygote goes with the run
+      }
       if (current != runs.end() && current->second == run) runs.erase(current);
     }));
   }
@@ -417,7 +472,10 @@ struct Agent::Impl {
     const auto it = runs.find(stop.job_id());
     const bool release = stop.reason() != v1::StopJob::REASON_RESTART;
     if (it == runs.end()) {
-      if (release) server.service().end_job(stop.job_id());
+      if (release) {
+        server.service().end_job(stop.job_id());
+        zygotes.erase(stop.job_id());
+      }
       return;
     }
     if (it->second->generation() > stop.generation()) return;  // a late stop never kills a newer generation

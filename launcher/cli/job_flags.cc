@@ -56,12 +56,10 @@ void add_job_flags(CLI::App& command, JobFlags& flags, bool cluster) {
   command.add_option("--max-restarts", flags.max_restarts, "restarts of the whole group after a rank fails")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  if (!cluster) {
-    command.add_flag("--warm-standby", flags.warm_standby,
-                     "fork every generation's ranks from one process that loaded the program once (or, where it "
-                     "cannot fork, restart from loaded standbys), so that starts and restarts do not load LibTorch "
-                     "per rank (programs linked with libfabric)");
-  }
+  command.add_flag("--warm-standby", flags.warm_standby,
+                   "fork every generation's ranks on a node from one process that loaded the program once, so that "
+                   "starts and restarts do not load LibTorch per rank (programs linked with libfabric; where it "
+                   "cannot fork, `fabricd run` restarts from loaded standbys)");
   command.add_option("--log-dir", flags.log_dir, "write each rank's stdout and stderr to rank_N.std{out,err}.log here");
   // One value per flag: a vector option would otherwise swallow the program after it.
   command.add_option("--env", flags.env, "KEY=VALUE added to every rank's environment (repeatable)")->allow_extra_args(false);

@@ -703,11 +703,6 @@ struct Coordinator::Impl final : JobFeed {
     if (const std::string problem = validate(request.spec()); !problem.empty()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, problem};
     }
-    if (request.spec().warm_standby()) {  // said, rather than ignored by every agent
-      return {grpc::StatusCode::INVALID_ARGUMENT,
-              "warm_standby: only `fabricd run` keeps warm standbys so far; agents start every rank "
-              "themselves. Submit the job without it."};
-    }
     const v1::JobSpec spec = with_defaults(request.spec());
     std::lock_guard lock(mutex);
     if (shutting_down) return {grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"};

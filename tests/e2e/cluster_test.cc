@@ -135,6 +135,29 @@ TEST_F(Cluster, DigitsTrainsOnTwoNodesToTheAccuracyOfOneNode) {
   EXPECT_NEAR(across_nodes, on_one_node, 0.005);
 }
 
+// --warm-standby across nodes: each agent forks its ranks from a zygote of the program, and
+// the job trains as it does with every rank started anew.
+TEST_F(Cluster, WarmStandbyForksTheRanksOfEachNodeFromItsZygoteAndTrainsAsUsual) {
+  const std::string job =
+      submit("--nnodes 2 --nproc-per-node 2 --warm-standby " + kDigits + " --accelerator cpu --require-accuracy 0.95");
+  auto watcher = watch(job);
+  const auto status = watcher->wait(milliseconds(300'000));
+  ASSERT_TRUE(status) << "the job did not end within 5 minutes\n" << watcher->output();
+  EXPECT_EQ(*status, 0) << watcher->output() << client("status " + job).output;
+  for (const char* node : {"n1", "n2"}) {
+    EXPECT_NE(agents_[node]->output().find("ranks of job " + job + " forked from a zygote"), std::string::npos)
+        << agents_[node]->output();
+  }
+  const CommandResult logs = client("logs " + job + " --rank 0");
+  EXPECT_NE(logs.output.find("world size 4"), std::string::npos) << logs.output;
+  // The same computation as 4 ranks started anew on one node.
+  const CommandResult one_node =
+      run_command(kFabricd + " run --nproc-per-node 4 " + kDigits + " --accelerator cpu --log-dir " + dir_.path() + "/one");
+  ASSERT_EQ(one_node.status, 0) << one_node.output;
+  EXPECT_GE(final_accuracy(logs.output), 0.95) << logs.output;
+  EXPECT_NEAR(final_accuracy(logs.output), final_accuracy(one_node.output), 0.005) << logs.output << one_node.output;
+}
+
 // The elastic job of the failure tests: long enough to be interrupted, and done in about
 // the same time again on one node.
 std::string elastic_job() {
