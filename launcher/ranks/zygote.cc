@@ -268,7 +268,11 @@ std::string Zygote::refusal() {
 
 bool Zygote::serving() {
   std::unique_lock lock(mutex_);
-  changed_.wait(lock, [&] { return ready_ || gone_ || !refusal_.empty(); });
+  // Bounded: a zygote stuck in a library's initializer must not hold up its caller for ever.
+  if (!changed_.wait_for(lock, kPatience, [&] { return ready_ || gone_ || !refusal_.empty(); })) {
+    refusal_ = "it did not load within " + std::to_string(kPatience.count()) + " s";
+    ::kill(process_.pid, SIGKILL);  // not gone_: not reaped, still its pid
+  }
   return ready_ && !gone_ && refusal_.empty();
 }
 

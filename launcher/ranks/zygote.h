@@ -42,7 +42,8 @@ class Zygote {
   std::optional<StartedProcess> fork_rank(const std::map<std::string, std::string>& env);
   // Blocks until the rank `pid` forked here has exited: its status as a shell's $?.
   int wait(pid_t pid);
-  // Whether it forks: waits until it is loaded and says so, refuses, or is gone.
+  // Whether it forks: waits until it is loaded and says so, refuses, or is gone (at most
+  // 120 s: one that has not loaded by then is SIGKILLed and refused).
   bool serving();
   // Why it does not fork, once it does not; "" while it does.
   std::string refusal();
