@@ -425,8 +425,7 @@ struct Agent::Impl {
     }
     if (!zygote) {
       if (!has_standby_hook(program)) {
-        say("--warm-standby: " + program + " is not linked with libfabric (it has no standby hook), so its ranks "
-            "are started the usual way");
+        say(without_standby_hook(program));
         return nullptr;
       }
       Environment env = base;

@@ -167,12 +167,12 @@ struct LocalJob::Impl {
   // libfabric's standby hook, which would run as a rank of nothing.
   void start_warm_standby() {
     if (!has_standby_hook(spec.program())) {
-      say("--warm-standby: " + spec.program() + " is not linked with libfabric (it has no standby hook), so "
-          "its ranks are started the usual way");
+      say(without_standby_hook(spec.program()));
       return;
     }
-    zygote = std::make_unique<Zygote>(standby_spec());
-    if (spec.max_restarts() > 0) standbys = std::make_unique<StandbyPool>(standby_spec());
+    const ProcessSpec loaded_with = standby_spec();
+    zygote = std::make_unique<Zygote>(loaded_with);
+    if (spec.max_restarts() > 0) standbys = std::make_unique<StandbyPool>(loaded_with);
   }
 
   // Once every rank of the generation has joined the rendezvous (past its own loading, so

@@ -14,6 +14,9 @@
 #include <thread>
 #include <vector>
 
+#include "ranks/standby_pool.h"
+#include "ranks/zygote.h"
+
 namespace fabric::launcher {
 
 struct RankGroup::Process {

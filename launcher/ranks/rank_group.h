@@ -27,10 +27,11 @@
 
 #include "ranks/child_process.h"
 #include "ranks/output_router.h"
-#include "ranks/standby_pool.h"
-#include "ranks/zygote.h"
 
 namespace fabric::launcher {
+
+class StandbyPool;  // ranks/standby_pool.h
+class Zygote;       // ranks/zygote.h
 
 // One process of the group.
 struct RankProcess {

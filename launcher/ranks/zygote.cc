@@ -96,6 +96,11 @@ bool has_standby_hook(const std::string& path) {
   return found;
 }
 
+std::string without_standby_hook(const std::string& path) {
+  return "--warm-standby: " + path + " is not linked with libfabric (it has no standby hook), so its ranks are "
+         "started the usual way";
+}
+
 Zygote::Zygote(ProcessSpec spec) {
   spec.control_fd = worker::kStandbyControlFd;
   spec.control_seqpacket = true;

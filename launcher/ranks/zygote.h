@@ -70,5 +70,7 @@ class Zygote {
 // with libfabric (statically, as it always is): only such a program waits as a standby or
 // serves as a zygote. Any other would run main() with no rank.
 bool has_standby_hook(const std::string& path);
+// What fabricd says when --warm-standby meets such a program.
+std::string without_standby_hook(const std::string& path);
 
 }  // namespace fabric::launcher
