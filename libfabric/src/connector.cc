@@ -17,11 +17,12 @@ namespace fabric::connector {
 namespace {
 
 const std::vector<std::string> kAcceleratorNames = {"auto", "cpu", "cuda", "gpu"};
-const std::vector<std::string> kStrategyNames = {"auto", "single_device", "ddp", "ddp_find_unused_parameters_true"};
+const std::vector<std::string> kStrategyNames = {"auto", "single_device", "ddp", "ddp_find_unused_parameters_true",
+                                                 "fsdp"};
 // Lightning strategies that Fabric for C++ does not provide (yet): named, so the error can
 // say so instead of calling them invalid.
-const std::vector<std::string> kUnavailableStrategies = {"dp",  "fsdp",     "fsdp_cpu_offload", "deepspeed",
-                                                          "xla", "xla_fsdp", "single_xla"};
+const std::vector<std::string> kUnavailableStrategies = {"dp",  "fsdp_cpu_offload", "deepspeed",
+                                                          "xla", "xla_fsdp",         "single_xla"};
 // Python starts these ranks by spawning or forking an interpreter; a C++ program re-executes itself.
 const std::vector<std::string> kPythonOnlyStrategies = {"ddp_spawn", "ddp_fork", "ddp_notebook"};
 
@@ -183,6 +184,7 @@ void take_from_strategy(const Strategy& strategy, const FabricOptions& options, 
 std::shared_ptr<Strategy> make_strategy(const StrategyInput& input, const std::string& name, torch::Device first_device) {
   if (input.instance()) return input.instance();
   if (name == "single_device") return std::make_shared<SingleDeviceStrategy>(first_device);
+  if (name == "fsdp") return std::make_shared<FSDPStrategy>();
   return std::make_shared<DDPStrategy>(DDPOptions{.find_unused_parameters = name == "ddp_find_unused_parameters_true"});
 }
 

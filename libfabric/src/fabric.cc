@@ -112,17 +112,17 @@ std::optional<double> Fabric::clip_gradients(torch::nn::Module& module, FabricOp
     throw UsageError("clip_gradients: set either clip_val (clip by value) or max_norm (clip by total norm).");
   }
   strategy_->precision().unscale_gradients(optimizer.optimizer());
-  std::vector<torch::Tensor> params;
-  for (auto& group : optimizer->param_groups()) {
-    params.insert(params.end(), group.params().begin(), group.params().end());
-  }
   if (options.clip_val) {
+    std::vector<torch::Tensor> params;
+    for (auto& group : optimizer->param_groups()) {
+      params.insert(params.end(), group.params().begin(), group.params().end());
+    }
     torch::nn::utils::clip_grad_value_(params, *options.clip_val);
     return std::nullopt;
   }
   try {
-    return torch::nn::utils::clip_grad_norm_(params, *options.max_norm, options.norm_type,
-                                             options.error_if_nonfinite);
+    return strategy_->clip_gradients_norm(module, optimizer.optimizer(), *options.max_norm, options.norm_type,
+                                          options.error_if_nonfinite);
   } catch (const c10::Error& error) {
     throw Error(std::string("clip_gradients: ") + error.what_without_backtrace());
   }

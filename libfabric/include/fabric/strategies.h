@@ -6,12 +6,15 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "fabric/state.h"
 #include "fabric/strategy.h"
 
 namespace c10d {
@@ -22,6 +25,7 @@ namespace fabric {
 
 namespace strategies {
 class SubprocessLauncher;
+class ShardedModule;
 }
 
 // One process on one device: no communication, no sharding, no launch.
@@ -100,9 +104,14 @@ class DDPStrategy : public ParallelStrategy {
   // bucket_cap_mb decided (after the first step, rebuilt in the order gradients arrived).
   std::vector<std::vector<std::string>> buckets(const torch::nn::Module& module) const;
 
+ protected:
+  // The processes' collectives once setup_environment() connected them; a UsageError before.
+  Collective& collective();
+  // Every rank starts from rank zero's parameters and buffers.
+  void broadcast_from_rank_zero(torch::nn::Module& module);
+
  private:
   struct Replica;  // per set-up module: its reducer and whether to synchronise
-  Collective& collective();
   Replica& replica_of(const torch::nn::Module& module) const;
 
   DDPOptions options_;
@@ -114,6 +123,85 @@ class DDPStrategy : public ParallelStrategy {
   std::unique_ptr<strategies::SubprocessLauncher> launcher_;
   std::unique_ptr<Collective> collective_;
   std::map<const torch::nn::Module*, std::unique_ptr<Replica>> replicas_;
+};
+
+// What FSDP shards (torch.distributed.fsdp.ShardingStrategy's names).
+enum class ShardingStrategy {
+  kFullShard,   // "FULL_SHARD": parameters, gradients and optimizer state; a unit's full
+                // parameters exist only while an operation uses them
+  kShardGradOp, // "SHARD_GRAD_OP": gradients and optimizer state; full parameters stay
+                // gathered from their first use in forward until backward ends
+  kNoShard,     // "NO_SHARD": nothing (DDP through FSDP's machinery)
+};
+
+// "FULL_SHARD", "SHARD_GRAD_OP" or "NO_SHARD"; a ConfigurationError naming them otherwise.
+ShardingStrategy parse_sharding_strategy(std::string_view name);
+std::string_view to_string(ShardingStrategy strategy);
+
+// Lightning's FSDPStrategy arguments that Fabric for C++ has.
+struct FSDPOptions {
+  ShardingStrategy sharding_strategy = ShardingStrategy::kFullShard;
+  // The auto-wrap policy: every submodule whose Module::name() is in this set (a C++ class
+  // name as LibTorch reports it, "torch::nn::LinearImpl", or your own "BlockImpl") becomes
+  // a unit of its own, as ModuleWrapPolicy does for layer classes...
+  std::set<std::string> auto_wrap_module_types = {};
+  // ...and so does every submodule whose parameters not yet in a unit number at least this
+  // (size_based_auto_wrap_policy's min_num_params); 0: off. What no unit takes is the root's.
+  std::int64_t auto_wrap_min_num_params = 0;
+  // How fabric.save writes a sharded module: "sharded" (a folder, one file per rank and an
+  // index, resharded on load to any world size) or "full" (one file gathered on rank zero,
+  // the same as DDP's).
+  std::string state_dict_type = "sharded";
+  std::string process_group_backend = {};  // as DDPOptions
+  std::optional<std::chrono::milliseconds> timeout = std::nullopt;
+};
+
+// "fsdp": Fully Sharded Data Parallel on Gloo (CPU) or NCCL (CUDA). Each unit (an auto-wrapped
+// submodule, and the root with what is left) keeps its parameters as one flat buffer split
+// into world_size shards; a rank holds its shard only. The parameters stay the module's own
+// tensors (use_orig_params): between steps each one is a 1-D view of its piece of the local
+// shard, with its gradient the matching piece of the reduced gradient, so an optimizer built
+// from model->parameters() after setup_module steps the local shard and keeps state for it
+// alone. Within forward and backward every parameter has its full shape; an operation that
+// reads one all-gathers its unit first (strategies/fsdp/README.md says how), and a unit's
+// gradients are reduce-scattered as soon as backward has produced all of them.
+// Process handling (launch, ranks, collectives) is DDP's.
+class FSDPStrategy : public DDPStrategy {
+ public:
+  explicit FSDPStrategy(FSDPOptions options = {});
+  ~FSDPStrategy() override;
+
+  std::string_view name() const override { return "fsdp"; }
+  const FSDPOptions& fsdp_options() const { return fsdp_options_; }
+
+  void setup_module(torch::nn::Module& module) override;
+  void setup_optimizer(torch::optim::Optimizer& optimizer) override;
+  void before_forward(torch::nn::Module& module) override;
+  void after_forward(torch::nn::Module& module, const std::vector<torch::Tensor>& outputs) override;
+  void backward(const torch::Tensor& loss, torch::nn::Module* module, const BackwardOptions& options) override;
+  StepOutcome optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) override;
+  Scope no_backward_sync(torch::nn::Module& module, bool enabled) override;
+  double clip_gradients_norm(torch::nn::Module& module, torch::optim::Optimizer& optimizer, double max_norm,
+                             double norm_type, bool error_if_nonfinite) override;
+
+  // fabric.save / fabric.load for states holding sharded modules (every rank calls them):
+  // state_dict_type "sharded" writes a folder, "full" one file from rank zero; load reads
+  // either, a folder from any world size. state_dict_type: this save's instead of the options'.
+  void save_checkpoint(const std::string& path, const State& state, const SaveFilter& filter,
+                       std::optional<std::string> state_dict_type = std::nullopt);
+  State load_checkpoint(const std::string& path, State& state, bool strict);
+
+  // The set-up module's units, each as the names of its parameters (the root's last).
+  std::vector<std::vector<std::string>> units(const torch::nn::Module& module) const;
+  // The sharded state of a set-up module (for checkpoints); nullptr for a module it did not set up.
+  strategies::ShardedModule* sharded(const torch::nn::Module& module) const;
+
+ private:
+  strategies::ShardedModule& sharded_of(const torch::nn::Module& module) const;
+  void finish_compute(strategies::ShardedModule& sharded);
+
+  FSDPOptions fsdp_options_;
+  std::map<const torch::nn::Module*, std::unique_ptr<strategies::ShardedModule>> modules_;
 };
 
 }  // namespace fabric

@@ -69,6 +69,11 @@ class Strategy {
   virtual StepOutcome optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) {
     return precision().optimizer_step(optimizer, closure);
   }
+  // Scales the optimizer's gradients so that their total norm is at most max_norm; returns
+  // the norm before (torch.nn.utils.clip_grad_norm_). Sharded strategies take the norm of
+  // the whole model's gradients, not of the local shard.
+  virtual double clip_gradients_norm(torch::nn::Module& module, torch::optim::Optimizer& optimizer, double max_norm,
+                                     double norm_type, bool error_if_nonfinite);
   // Default dtype (and, for sharded strategies, placement) for init_module/init_tensor.
   virtual Scope module_init_context() { return precision().init_context(); }
 

@@ -2,14 +2,14 @@
 // checkpoint_file (the bytes) and state_dict (modules and optimizers).
 #include <vector>
 
+#include "checkpoint/fabric_state.h"
 #include "checkpoint/state_dict.h"
 #include "environments/launcher_services.h"
 #include "fabric/fabric.h"
+#include "fabric/strategies.h"
 
 namespace fabric {
-namespace {
-
-using checkpoint::Commit;
+namespace checkpoint {
 
 c10::impl::GenericDict string_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
@@ -61,7 +61,6 @@ torch::IValue read_top_level_dict(CheckpointIO& io, const std::string& path) {
   return checkpoint;
 }
 
-// Validates loading `source` into `target`; the returned commits apply it.
 void plan(StateValue& target, const torch::IValue& source, bool strict, const std::string& what,
           std::vector<Commit>& commits);
 
@@ -97,9 +96,22 @@ void plan(StateValue& target, const torch::IValue& source, bool strict, const st
   }
 }
 
-}  // namespace
+torch::IValue saved_dict(const State& state, const SaveFilter& filter,
+                        const std::function<torch::IValue(const std::string&, torch::IValue)>& convert) {
+  auto dict = string_dict();
+  for (const auto& [key, value] : state) {
+    torch::IValue converted = convert(key, to_ivalue(value));
+    auto keep = filter.find(key);
+    if (keep == filter.end()) {
+      dict.insert(key, converted);
+    } else if (auto kept = apply_filter(converted, keep->second)) {
+      dict.insert(key, *kept);
+    }
+  }
+  return dict;
+}
 
-void Fabric::save(const std::string& path, const State& state, const SaveFilter& filter) {
+void check_filter(const State& state, const SaveFilter& filter) {
   for (const auto& [key, keep] : filter) {
     if (!state.contains(key)) {
       throw UsageError("The filter key '" + key + "' is not present in the state to save; filter keys must be "
@@ -107,37 +119,47 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
     }
     if (!keep) throw UsageError("The filter for '" + key + "' is empty; give a callable (key, value) -> bool.");
   }
-  if (is_global_zero()) {
-    auto busy = environments::busy(strategy_->launcher(), "checkpoint");
-    auto dict = string_dict();
-    for (const auto& [key, value] : state) {
-      torch::IValue converted = to_ivalue(value);
-      auto keep = filter.find(key);
-      if (keep == filter.end()) {
-        dict.insert(key, converted);
-      } else if (auto kept = apply_filter(converted, keep->second)) {
-        dict.insert(key, *kept);
-      }
-    }
-    strategy_->checkpoint_io().save_checkpoint(dict, path);
+}
+
+State remainder_of(const State& state, const c10::Dict<c10::IValue, c10::IValue>& source) {
+  State remainder;
+  for (const auto& entry : source) {
+    const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
+    if (!state.contains(key)) remainder[key] = StateValue(entry.value());
+  }
+  return remainder;
+}
+
+}  // namespace checkpoint
+
+using namespace checkpoint;
+
+void Fabric::save(const std::string& path, const State& state, const SaveFilter& filter) {
+  check_filter(state, filter);
+  auto busy = environments::busy(strategy_->launcher(), "checkpoint");
+  if (auto* fsdp = dynamic_cast<FSDPStrategy*>(strategy_.get())) {
+    fsdp->save_checkpoint(path, state, filter);
+  } else if (is_global_zero()) {
+    const auto unchanged = [](const std::string&, torch::IValue value) { return value; };
+    strategy_->checkpoint_io().save_checkpoint(saved_dict(state, filter, unchanged), path);
   }
   barrier("fabric.save");
 }
 
 State Fabric::load(const std::string& path, State& state, bool strict) {
   auto busy = environments::busy(strategy_->launcher(), "checkpoint");
+  if (auto* fsdp = dynamic_cast<FSDPStrategy*>(strategy_.get())) {
+    State remainder = fsdp->load_checkpoint(path, state, strict);
+    barrier("fabric.load");
+    return remainder;
+  }
   torch::IValue checkpoint = read_top_level_dict(strategy_->checkpoint_io(), path);
   auto source = checkpoint.toGenericDict();
   std::vector<Commit> commits;
   plan_state(state, source, strict, path, commits);
   for (const auto& commit : commits) commit();
-  State remainder;
-  for (const auto& entry : source) {
-    const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
-    if (!state.contains(key)) remainder[key] = StateValue(entry.value());
-  }
   barrier("fabric.load");
-  return remainder;
+  return remainder_of(state, source);
 }
 
 State Fabric::load(const std::string& path) {

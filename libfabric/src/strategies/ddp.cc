@@ -90,21 +90,22 @@ Collective& DDPStrategy::collective() {
   return *collective_;
 }
 
+void DDPStrategy::broadcast_from_rank_zero(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& param : module.parameters()) {
+    torch::Tensor data = param.detach();
+    collective().broadcast(data, 0);
+  }
+  for (auto& buffer : module.buffers()) {
+    torch::Tensor data = buffer.detach();
+    collective().broadcast(data, 0);
+  }
+}
+
 void DDPStrategy::setup_module(torch::nn::Module& module) {
   auto replica = std::make_unique<Replica>();
-  {
-    // Every rank starts from rank zero's parameters and buffers.
-    torch::NoGradGuard no_grad;
-    for (auto& param : module.parameters()) {
-      torch::Tensor data = param.detach();
-      collective().broadcast(data, 0);
-    }
-    for (auto& buffer : module.buffers()) {
-      torch::Tensor data = buffer.detach();
-      collective().broadcast(data, 0);
-      replica->buffers.push_back(buffer);
-    }
-  }
+  broadcast_from_rank_zero(module);
+  replica->buffers = module.buffers();
   std::unordered_map<size_t, std::string> names;
   for (const auto& item : module.named_parameters()) {
     if (!item.value().requires_grad()) continue;
