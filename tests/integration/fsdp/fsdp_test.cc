@@ -110,6 +110,29 @@ INSTANTIATE_TEST_SUITE_P(
              (std::get<2>(info.param) == "32-true" ? "float32" : "float64");
     });
 
+// Sizes of fsdp_model's parameters: body.0 (16x32 + 32), body.2 (32x24 + 24), body.4 (24x4 + 4), scale (4).
+TEST(Fsdp, FollowsLightningsRulesForShardedModels) {
+  const auto outputs = run_ranks(2, {"rules"});
+  for (const auto& output : outputs) {
+    EXPECT_NE(output.find("optimizer first: fsdp: the optimizer holds a parameter of no module set up with this "
+                          "strategy. A sharded model's parameters change when it is set up, so call "
+                          "setup_module(model) first"),
+              std::string::npos) << output;
+    // One unit per Linear (the auto-wrap policy), the root's own parameter last.
+    EXPECT_NE(output.find("unit: body.0.weight body.0.bias\nunit: body.2.weight body.2.bias\n"
+                          "unit: body.4.weight body.4.bias\nunit: scale\n"),
+              std::string::npos) << output;
+    EXPECT_NE(output.find("sharding: sharding_strategy=\"HYBRID_SHARD\" is not one Fabric for C++ has"),
+              std::string::npos) << output;
+  }
+  // Each unit padded to 2 x ceil(n / 2): rank 0 holds the first half, rank 1 the rest.
+  // body.0: 544 -> 272 | 272 (weight 512 = 272 + 240, bias 32 = 0 + 32); body.2: 792 -> 396 |
+  // 396 (weight 768 = 396 + 372, bias 24 = 0 + 24); body.4: 100 -> 50 | 50 (96 = 50 + 46,
+  // 4 = 0 + 4); scale: 4 -> 2 | 2. In parameters() order: the root's own first.
+  EXPECT_NE(outputs[0].find("pieces: 2 272 0 396 0 50 0\n"), std::string::npos) << outputs[0];
+  EXPECT_NE(outputs[1].find("pieces: 2 240 32 372 24 46 4\n"), std::string::npos) << outputs[1];
+}
+
 TEST(Fsdp, NoBackwardSyncAccumulatesAsDdpDoes) {
   testing::ScopedTempDir dir;
   const std::string out = dir / "fsdp.pt";
@@ -170,6 +193,29 @@ TEST(FsdpCheckpoint, ATruncatedShardIsRefusedAndNothingLoads) {
       // Only rank 1 reads rank 1's file (rank 0's pieces are all in rank-0.pt), so only
       // it can see the damage: rank 0 refuses because rank 1 did.
       1, "/rank-1.pt is truncated or corrupt");
+}
+
+// Each rank limits its own address space (as ulimit -v) to less than what training the
+// model unsharded takes: fsdp at 4 ranks trains, ddp under the same limit cannot.
+TEST(FsdpMemory, AModelThatDoesNotFitOneProcessTrainsSharded) {
+  for (const auto& output : run_ranks(4, {"limited", "fsdp"})) {
+    EXPECT_NE(output.find("limit: 251 MB over what was mapped; unsharded training needs 402 MB"), std::string::npos)
+        << output;
+    EXPECT_NE(output.find("trained: loss"), std::string::npos) << output;
+  }
+  auto ranks = testing::start_ranks(FSDP_WORKER, 4, {"limited", "ddp"});
+  int out_of_memory = 0;
+  for (auto& rank : ranks) {
+    const int code = exit_code(rank, std::chrono::seconds(300));
+    const std::string output = read_file(rank.output);
+    EXPECT_EQ(output.find("trained:"), std::string::npos) << output;
+    EXPECT_NE(code, 0) << output;
+    if (output.find("DefaultCPUAllocator: can't allocate memory") != std::string::npos) ++out_of_memory;
+    ::unlink(rank.output.c_str());
+  }
+  // Every rank needs the same memory, so each fails its own allocation (none only waits for a
+  // peer that died).
+  EXPECT_EQ(out_of_memory, 4) << "ddp should have run out of memory under the limit on every rank";
 }
 
 }  // namespace

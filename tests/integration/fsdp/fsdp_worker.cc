@@ -10,9 +10,23 @@
 //                                again to DST, as TYPE ("sharded" or "full")
 //   load-sharded DIR             loads DIR: prints "loaded", or exits 3 printing "refused: "
 //                                and the error, then whether the model was left unchanged
+//   rules                        prints what Fabric's rules for sharded models answer: the
+//                                units, this rank's piece sizes, setup_optimizers before
+//                                setup_module, an unknown sharding strategy
+//   limited KIND                 under an address-space limit (setrlimit RLIMIT_AS, as
+//                                ulimit -v) of what the process had mapped plus 2.5x the
+//                                parameters' bytes, less than training them takes unsharded
+//                                (parameters, gradients, Adam's two moments: 4x): builds a
+//                                25M-parameter MLP and trains 3 steps under KIND; prints
+//                                "limit", then "trained: loss A -> B", or fails to allocate
 #include <torch/torch.h>
 
+#include <malloc.h>
+#include <sys/resource.h>
+
 #include <cstdlib>
+#include <fstream>
+#include <functional>
 #include <iostream>
 #include <string>
 
@@ -70,6 +84,86 @@ void train(Run& run, int steps, bool accumulate) {
   }
 }
 
+// The bytes of address space this process has mapped ("VmSize"), or had at most ("VmPeak").
+std::int64_t mapped_bytes(const std::string& field = "VmSize") {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+  }
+  throw std::runtime_error("no " + field + " in /proc/self/status");
+}
+
+// The message of what `action` throws, or "no error".
+std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const std::exception& error) {
+    return error.what();
+  }
+  return "no error";
+}
+
+int print_rules() {
+  auto strategy = strategy_for("fsdp", "FULL_SHARD", "full");
+  fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy});
+  fabric.launch();
+  auto early = fsdp_model::build_model();
+  std::cout << "optimizer first: " << error_of([&] {
+    fabric.setup_optimizers(std::make_shared<torch::optim::SGD>(early->parameters(), 0.1));
+  }) << std::endl;
+  auto model = fabric.setup_module(fsdp_model::build_model());
+  for (const auto& unit : dynamic_cast<fabric::FSDPStrategy&>(*strategy).units(*model)) {
+    std::cout << "unit:";
+    for (const auto& name : unit) std::cout << " " << name;
+    std::cout << std::endl;
+  }
+  std::cout << "pieces:";
+  for (const auto& param : model.parameters()) std::cout << " " << param.numel();
+  std::cout << std::endl;
+  std::cout << "sharding: " << error_of([] { fabric::parse_sharding_strategy("HYBRID_SHARD"); }) << std::endl;
+  return 0;
+}
+
+int train_under_limit(const std::string& kind) {
+  // The address space must follow the tensors: no per-thread arenas reserving it, and every
+  // large block its own mapping, returned when freed (glibc otherwise raises its mmap
+  // threshold after the first large free and keeps later blocks in a heap that only grows).
+  mallopt(M_ARENA_MAX, 1);
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  fabric::Fabric fabric({.accelerator = "cpu", .strategy = strategy_for(kind, "FULL_SHARD", "full")});
+  fabric.launch();
+  {  // LibTorch's lazily loaded kernels map their memory now, before the limit is measured
+    torch::nn::Linear warm(8, 8);
+    warm(torch::randn({2, 8})).sum().backward();
+  }
+  constexpr int kLayers = 6, kWidth = 2048;
+  const std::int64_t param_bytes = kLayers * (kWidth * kWidth + kWidth) * 4;
+  const std::int64_t base = mapped_bytes();
+  const std::int64_t limit = base + param_bytes * 5 / 2;
+  const rlimit address_space{static_cast<rlim_t>(limit), static_cast<rlim_t>(limit)};
+  if (::setrlimit(RLIMIT_AS, &address_space) != 0) throw std::runtime_error("setrlimit failed");
+  std::cout << "limit: " << param_bytes * 5 / 2 / 1000000 << " MB over what was mapped; unsharded training needs "
+            << param_bytes * 4 / 1000000 << " MB" << std::endl;
+  torch::manual_seed(0);
+  torch::nn::Sequential layers;
+  for (int i = 0; i < kLayers; ++i) layers->push_back(torch::nn::Linear(kWidth, kWidth));
+  auto model = fabric.setup_module(layers);
+  auto optimizer = fabric.setup_optimizers(
+      std::make_shared<torch::optim::Adam>(model.parameters(), torch::optim::AdamOptions(1e-5)));
+  const torch::Tensor x = torch::randn({4, kWidth}), y = torch::randn({4, kWidth});
+  std::vector<double> losses;
+  for (int step = 0; step < 3; ++step) {
+    optimizer.zero_grad();
+    torch::Tensor loss = torch::mse_loss(model(x), y);
+    fabric.backward(loss);
+    optimizer.step();
+    losses.push_back(loss.item<double>());
+  }
+  std::cout << "trained: loss " << losses.front() << " -> " << losses.back() << "; at most "
+            << (mapped_bytes("VmPeak") - base) / 1000000 << " MB over what was mapped" << std::endl;
+  return losses.back() < losses.front() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,6 +192,8 @@ int main(int argc, char** argv) {
       run.fabric.save(argv[3], state);
       return 0;
     }
+    if (scenario == "rules") return print_rules();
+    if (scenario == "limited" && argc == 3) return train_under_limit(argv[2]);
     if (scenario == "load-sharded" && argc == 3) {
       Run run = start("fsdp", "FULL_SHARD", "32-true", "sharded");
       const auto before = run.model->scale.detach().clone();
@@ -115,7 +211,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage: see the comment at the top of fsdp_worker.cc" << std::endl;
     return 2;
   } catch (const std::exception& error) {
-    std::cerr << "ERROR: " << error.what() << std::endl;
+    std::cout << "ERROR: " << error.what() << std::endl;  // stdout: the file the test reads
     return 1;
   }
 }
