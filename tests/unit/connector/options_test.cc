@@ -80,7 +80,9 @@ TEST(Options, InvalidStrategy_ListsTheValidNames) {
   const std::string message = error_for({.strategy = "magic"});
   expect_contains(message, "invalid strategy name");
   expect_contains(message, "\"auto\", \"single_device\"");
-  expect_contains(error_for({.strategy = "fsdp"}), "does not provide");
+  expect_contains(message, "\"fsdp\"");
+  expect_contains(error_for({.strategy = "fsdp_cpu_offload"}), "does not provide");
+  expect_contains(error_for({.strategy = "deepspeed"}), "does not provide");
 }
 
 TEST(Options, ZeroDevices_AreRefusedInEveryForm) {
