@@ -40,6 +40,8 @@ if(NOT FABRIC_LAUNCHER_ONLY)
           EXPORT FabricTargets
           ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT dev
           INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+  # Links LibTorch, so it comes with the library rather than with fabricd.
+  install(TARGETS fabric-consolidate RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT dev)
   install(DIRECTORY "${PROJECT_SOURCE_DIR}/libfabric/include/fabric"
           DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT dev)
   install(EXPORT FabricTargets NAMESPACE fabric:: DESTINATION "${FABRIC_CMAKE_INSTALL_DIR}" COMPONENT dev)

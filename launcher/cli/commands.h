@@ -16,6 +16,8 @@ using Registered = std::pair<CLI::App*, Command>;
 Registered add_run(CLI::App& app);
 Registered add_serve(CLI::App& app);
 Registered add_agent(CLI::App& app);
+// consolidate FOLDER FILE: runs fabric-consolidate (a libfabric program).
+Registered add_consolidate(CLI::App& app);
 // certs init|issue, tokens add: a small cluster's credentials.
 std::vector<Registered> add_credential_commands(CLI::App& app);
 // submit, list, status, watch, logs, cancel: JobService clients.

@@ -3,6 +3,7 @@
 //   fabricd serve --listen 0.0.0.0:7070 --state /var/lib/fabricd          the coordinator
 //   fabricd agent --coordinator HOST:7070 --node-name n1 --advertise HOST  a node agent
 //   fabricd submit|list|status|watch|logs|cancel --server HOST:7070 ...   JobService clients
+//   fabricd consolidate CKPT_DIR model.pt                                 an fsdp folder as one file
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   commands.push_back(add_run(app));
   commands.push_back(add_serve(app));
   commands.push_back(add_agent(app));
+  commands.push_back(add_consolidate(app));
   for (Registered& registered : add_credential_commands(app)) commands.push_back(std::move(registered));
 
   std::vector<std::string> before, program;

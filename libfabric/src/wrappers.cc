@@ -17,6 +17,15 @@ void guard_backward(const torch::Tensor& tensor) {
   });
 }
 
+ForwardFailure::~ForwardFailure() {
+  if (!failed_) return;
+  try {
+    strategy_.forward_failed(module_);
+  } catch (...) {
+    // The forward's own exception is the one the caller sees.
+  }
+}
+
 void report_progress(const Strategy& strategy, const char* phase, std::int64_t samples) noexcept {
   auto* launcher = strategy.launcher();
   if (launcher == nullptr) return;
@@ -33,6 +42,7 @@ bool FabricOptimizer::step() {
 }
 
 void FabricOptimizer::zero_grad(bool set_to_none) {
+  strategy_->before_zero_grad(*optimizer_);
   for (auto& group : optimizer_->param_groups()) {
     for (auto& param : group.params()) {
       torch::Tensor& grad = param.mutable_grad();

@@ -7,6 +7,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include <functional>
 #include <unordered_map>
 
 namespace fabric {
@@ -32,6 +33,13 @@ class GradScaler {
   // Adjusts the scale from what the steps since the last update saw.
   void update();
 
+  // Sharded training (fsdp): a rank sees only its shard's gradients, so the ranks must agree
+  // on whether any gradient anywhere is non-finite, or one rank would step while another
+  // skips. `reduce` sums a found-inf flag across the ranks, in place; every rank then calls
+  // unscale_ / step the same number of times (torch's ShardedGradScaler).
+  using FoundInfReduction = std::function<void(torch::Tensor& found_inf)>;
+  void set_found_inf_reduction(FoundInfReduction reduce) { reduce_found_inf_ = std::move(reduce); }
+
   double get_scale() const;
   std::int64_t growth_tracker() const;
 
@@ -39,6 +47,7 @@ class GradScaler {
   torch::Tensor found_inf_for(torch::optim::Optimizer& optimizer);
 
   GradScalerOptions options_;
+  FoundInfReduction reduce_found_inf_;  // empty: this rank's gradients are all of them
   torch::Tensor scale_;           // float32, on the device
   torch::Tensor growth_tracker_;  // int32, on the device
   // Per optimizer since the last update(): its found-inf flag once unscaled.

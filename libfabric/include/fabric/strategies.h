@@ -164,7 +164,8 @@ struct FSDPOptions {
 // from model->parameters() after setup_module steps the local shard and keeps state for it
 // alone. Within forward and backward every parameter has its full shape; an operation that
 // reads one all-gathers its unit first (strategies/fsdp/README.md says how), and a unit's
-// gradients are reduce-scattered as soon as backward has produced all of them.
+// gradients are averaged across ranks as soon as backward has produced all of them, each
+// rank keeping its shard's part.
 // Process handling (launch, ranks, collectives) is DDP's.
 class FSDPStrategy : public DDPStrategy {
  public:
@@ -178,6 +179,9 @@ class FSDPStrategy : public DDPStrategy {
   void setup_optimizer(torch::optim::Optimizer& optimizer) override;
   void before_forward(torch::nn::Module& module) override;
   void after_forward(torch::nn::Module& module, const std::vector<torch::Tensor>& outputs) override;
+  void forward_failed(torch::nn::Module& module) override;
+  bool requires_fabric_backward() const override { return true; }
+  void before_zero_grad(torch::optim::Optimizer& optimizer) override;
   void backward(const torch::Tensor& loss, torch::nn::Module* module, const BackwardOptions& options) override;
   StepOutcome optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) override;
   Scope no_backward_sync(torch::nn::Module& module, bool enabled) override;
@@ -191,17 +195,37 @@ class FSDPStrategy : public DDPStrategy {
                        std::optional<std::string> state_dict_type = std::nullopt);
   State load_checkpoint(const std::string& path, State& state, bool strict);
 
+  // Makes the scaler's skip-or-step decision one for all ranks (each sees only its shard's
+  // gradients). setup_module does it for the precision's own scaler ("16-mixed", on CUDA).
+  void shard_grad_scaler(GradScaler& scaler);
+
   // The set-up module's units, each as the names of its parameters (the root's last).
   std::vector<std::vector<std::string>> units(const torch::nn::Module& module) const;
   // The sharded state of a set-up module (for checkpoints); nullptr for a module it did not set up.
   strategies::ShardedModule* sharded(const torch::nn::Module& module) const;
 
  private:
+  // A set-up module's forward in progress: whether its window was open before, and whether
+  // gathering on use was on (forwards nest: a module may call another).
+  struct OpenForward {
+    strategies::ShardedModule* state;
+    bool was_open;
+    bool gathering_before;
+  };
+
   strategies::ShardedModule& sharded_of(const torch::nn::Module& module) const;
   void finish_compute(strategies::ShardedModule& sharded);
+  OpenForward end_forward(torch::nn::Module& module);
 
   FSDPOptions fsdp_options_;
   std::map<const torch::nn::Module*, std::unique_ptr<strategies::ShardedModule>> modules_;
+  std::vector<OpenForward> forwards_;  // innermost last
 };
+
+// Lightning's `fabric consolidate` (and `fabricd consolidate FOLDER FILE`): the sharded
+// folder an fsdp run saved, from any world size, as one full checkpoint file, the same as
+// DDP's, which Python's torch.load opens. CheckpointError when the folder is incomplete or
+// damaged (nothing is written then).
+void consolidate_sharded_checkpoint(const std::string& folder, const std::string& file);
 
 }  // namespace fabric

@@ -78,8 +78,16 @@ class Strategy {
   virtual Scope module_init_context() { return precision().init_context(); }
 
   // Around every FabricModule forward: DDP prepares gradient synchronisation here.
+  // forward_failed instead of after_forward when the module's forward threw.
   virtual void before_forward(torch::nn::Module& module) {}
   virtual void after_forward(torch::nn::Module& module, const std::vector<torch::Tensor>& outputs) {}
+  virtual void forward_failed(torch::nn::Module& module) {}
+  // True when loss.backward() would bypass what the strategy's backward does (fsdp):
+  // FabricModule outputs then refuse a backward that is not fabric.backward.
+  virtual bool requires_fabric_backward() const { return false; }
+  // FabricOptimizer::zero_grad, before it drops the gradients: for gradients the strategy
+  // holds outside param.grad() (fsdp's, accumulated under no_backward_sync).
+  virtual void before_zero_grad(torch::optim::Optimizer& optimizer) {}
   // While the returned scope lives, backward does not synchronise `module`'s gradients.
   virtual Scope no_backward_sync(torch::nn::Module& module, bool enabled) { return {}; }
 

@@ -24,8 +24,24 @@ namespace fabric {
 namespace detail {
 
 // Makes backward through `tensor` fail with a UsageError unless it runs inside
-// fabric.backward(): a direct loss.backward() would skip the precision's gradient scaling.
+// fabric.backward(): a direct loss.backward() would skip the precision's gradient scaling
+// or the strategy's own backward (fsdp's gathering and reducing).
 void guard_backward(const torch::Tensor& tensor);
+// Tells the strategy when a forward it was told of (before_forward) threw, so that it can
+// undo what before_forward began.
+class ForwardFailure {
+ public:
+  ForwardFailure(Strategy& strategy, torch::nn::Module& module) : strategy_(strategy), module_(module) {}
+  ~ForwardFailure();
+  ForwardFailure(const ForwardFailure&) = delete;
+  ForwardFailure& operator=(const ForwardFailure&) = delete;
+  void dismiss() { failed_ = false; }
+
+ private:
+  Strategy& strategy_;
+  torch::nn::Module& module_;
+  bool failed_ = true;
+};
 
 // Tells the strategy's launcher (fabricd's heartbeats) that the training loop is moving;
 // does nothing without one. Cheap enough for every forward.
@@ -80,6 +96,7 @@ class FabricModule {
     Precision& precision = strategy_->precision();
     const auto input_dtype = precision.input_dtype();
     strategy_->before_forward(*module_);
+    detail::ForwardFailure on_failure(*strategy_, *module_);
     auto output = [&] {
       Scope forward_context = precision.forward_context();
       return module_->forward(detail::cast_input(std::forward<Args>(args), input_dtype)...);
@@ -87,12 +104,14 @@ class FabricModule {
     if (precision.converts_output()) {
       output = cast_floating_tensors(std::move(output), c10::get_default_dtype_as_scalartype());
     }
+    const bool guard = precision.requires_fabric_backward() || strategy_->requires_fabric_backward();
     std::vector<torch::Tensor> output_tensors;
     apply_to_tensors(output, [&](const torch::Tensor& tensor) {
-      if (precision.requires_fabric_backward()) detail::guard_backward(tensor);
+      if (guard) detail::guard_backward(tensor);
       output_tensors.push_back(tensor);
       return tensor;
     });
+    on_failure.dismiss();
     strategy_->after_forward(*module_, output_tensors);
     return output;
   }

@@ -14,12 +14,6 @@
 namespace fabric::checkpoint {
 namespace {
 
-std::string parent_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 [[noreturn]] void fail(const std::string& what, const std::string& path, int error) {
   throw CheckpointError("Cannot " + what + " " + path + ": " + std::strerror(error) +
                         ". Check that the folder exists, is writable and has free space.");
@@ -76,11 +70,7 @@ class TempFile {
     if (::rename(path_.c_str(), target.c_str()) != 0) fail("rename the temporary file to", target, errno);
     committed_ = true;
     // The rename itself must reach the disk, or a crash can bring back the old name.
-    const int dir = ::open(parent_of(target).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-      ::fsync(dir);
-      ::close(dir);
-    }
+    sync_directory(parent_of(target));
   }
 
   int write_error() const { return write_error_; }
@@ -96,6 +86,19 @@ class TempFile {
 };
 
 }  // namespace
+
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+void sync_directory(const std::string& path) {
+  const int dir = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return;
+  ::fsync(dir);
+  ::close(dir);
+}
 
 void create_parent_directories(const std::string& path) {
   const std::string parent = parent_of(path);

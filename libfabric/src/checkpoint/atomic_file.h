@@ -20,4 +20,11 @@ void write_file_atomically(const std::string& path, const std::function<void(con
 // mkdir -p for the folder that holds `path`.
 void create_parent_directories(const std::string& path);
 
+// The folder that holds `path` ("." for a bare name).
+std::string parent_of(const std::string& path);
+
+// fsyncs a folder, so that the renames in it reach the disk (best effort: a folder that
+// cannot be opened is left as it is).
+void sync_directory(const std::string& path);
+
 }  // namespace fabric::checkpoint

@@ -10,8 +10,7 @@
 
 namespace fabric {
 namespace checkpoint {
-
-c10::impl::GenericDict string_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+namespace {
 
 torch::IValue to_ivalue(const StateValue& value);
 
@@ -51,6 +50,12 @@ State to_state(const torch::IValue& dict_value) {
   return state;
 }
 
+// Validates loading `source` into `target`; the returned commits apply it.
+void plan(StateValue& target, const torch::IValue& source, bool strict, const std::string& what,
+          std::vector<Commit>& commits);
+
+}  // namespace
+
 torch::IValue read_top_level_dict(CheckpointIO& io, const std::string& path) {
   torch::IValue checkpoint = io.load_checkpoint(path);
   if (!checkpoint.isGenericDict()) {
@@ -60,9 +65,6 @@ torch::IValue read_top_level_dict(CheckpointIO& io, const std::string& path) {
   }
   return checkpoint;
 }
-
-void plan(StateValue& target, const torch::IValue& source, bool strict, const std::string& what,
-          std::vector<Commit>& commits);
 
 void plan_state(State& state, c10::Dict<c10::IValue, c10::IValue> source, bool strict, const std::string& what,
                 std::vector<Commit>& commits) {
@@ -82,6 +84,8 @@ void plan_state(State& state, c10::Dict<c10::IValue, c10::IValue> source, bool s
   }
 }
 
+namespace {
+
 void plan(StateValue& target, const torch::IValue& source, bool strict, const std::string& what,
           std::vector<Commit>& commits) {
   if (target.is_module()) {
@@ -96,11 +100,13 @@ void plan(StateValue& target, const torch::IValue& source, bool strict, const st
   }
 }
 
+}  // namespace
+
 torch::IValue saved_dict(const State& state, const SaveFilter& filter,
                         const std::function<torch::IValue(const std::string&, torch::IValue)>& convert) {
   auto dict = string_dict();
   for (const auto& [key, value] : state) {
-    torch::IValue converted = convert(key, to_ivalue(value));
+    torch::IValue converted = convert ? convert(key, to_ivalue(value)) : to_ivalue(value);
     auto keep = filter.find(key);
     if (keep == filter.end()) {
       dict.insert(key, converted);
@@ -140,8 +146,7 @@ void Fabric::save(const std::string& path, const State& state, const SaveFilter&
   if (auto* fsdp = dynamic_cast<FSDPStrategy*>(strategy_.get())) {
     fsdp->save_checkpoint(path, state, filter);
   } else if (is_global_zero()) {
-    const auto unchanged = [](const std::string&, torch::IValue value) { return value; };
-    strategy_->checkpoint_io().save_checkpoint(saved_dict(state, filter, unchanged), path);
+    strategy_->checkpoint_io().save_checkpoint(saved_dict(state, filter), path);
   }
   barrier("fabric.save");
 }

@@ -14,11 +14,11 @@
 
 namespace fabric::checkpoint {
 
-c10::impl::GenericDict string_dict();
 // The dict fabric.save writes for `state`: modules and optimizers as their state dicts,
-// each top-level entry passed through `convert` (by key) before `filter` applies.
+// each top-level entry passed through `convert` (by key; none: as it is) before `filter`
+// applies.
 torch::IValue saved_dict(const State& state, const SaveFilter& filter,
-                         const std::function<torch::IValue(const std::string&, torch::IValue)>& convert);
+                         const std::function<torch::IValue(const std::string&, torch::IValue)>& convert = nullptr);
 // UsageError for a filter key that is not in `state`, or an empty filter.
 void check_filter(const State& state, const SaveFilter& filter);
 // Validates loading `source` into `state`; the commits (which cannot fail) apply it.

@@ -10,9 +10,10 @@
 #include "utilities/optimizer_state.h"
 
 namespace fabric::checkpoint {
-namespace {
 
 c10::impl::GenericDict string_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+
+namespace {
 
 // Python's order: a module's own parameters, then its own buffers, then each child's.
 void collect(const torch::nn::Module& module, const std::string& prefix, std::vector<std::pair<std::string, torch::Tensor>>& out) {

@@ -15,6 +15,9 @@ namespace fabric::checkpoint {
 
 using Commit = std::function<void()>;
 
+// An empty dict of string keys and any values: what torch.save writes for a Python dict.
+c10::impl::GenericDict string_dict();
+
 torch::IValue module_state_dict(const torch::nn::Module& module);
 // `what` names the entry in errors ("'model' of ckpt.pt"). strict: names must match exactly.
 Commit plan_module_load(torch::nn::Module& module, const torch::IValue& state, bool strict, const std::string& what);

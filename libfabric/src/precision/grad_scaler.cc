@@ -39,6 +39,7 @@ torch::Tensor GradScaler::found_inf_for(torch::optim::Optimizer& optimizer) {
     at::_amp_foreach_non_finite_check_and_unscale_(tensors, device_found_inf, inv_scale.to(device));
     found_inf.add_(device_found_inf.to(found_inf.device()));
   }
+  if (reduce_found_inf_) reduce_found_inf_(found_inf);
   return found_inf;
 }
 

@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <limits>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "fabric/errors.h"
+#include "fabric/grad_scaler.h"
 #include "fabric/strategies.h"
 #include "strategies/fsdp/sharded_module.h"
 
@@ -130,18 +132,37 @@ class GatherOnUse {
   bool previous_;
 };
 
+bool holds_any(const ShardedModule& state, torch::optim::Optimizer& optimizer) {
+  for (const auto& group : optimizer.param_groups()) {
+    for (const auto& param : group.params()) {
+      if (state.holds(param)) return true;
+    }
+  }
+  return false;
+}
+
+// Tied parameters (one tensor under two names) would be one unit's member under its first
+// name and a stranger under the second, in checkpoints as in the units.
+void reject_tied_parameters(torch::nn::Module& module) {
+  std::unordered_map<const c10::TensorImpl*, std::string> first_name;
+  for (const auto& item : module.named_parameters()) {
+    auto [found, inserted] = first_name.emplace(item.value().unsafeGetTensorImpl(), item.key());
+    if (!inserted) {
+      throw ConfigurationError("fsdp: '" + found->second + "' and '" + item.key() +
+                               "' are one tensor (tied parameters), which Fabric for C++'s fsdp does not shard yet. "
+                               "Untie them, or train this model with strategy=\"ddp\".");
+    }
+  }
+}
+
 }  // namespace
 
 void FSDPStrategy::setup_module(torch::nn::Module& module) {
-  if (precision().grad_scaler() != nullptr) {
-    throw ConfigurationError("fsdp with precision=\"" + std::string(precision().name()) +
-                             "\": its gradient scaler would decide to skip a step from this rank's shard alone, and "
-                             "Fabric for C++ has no sharded gradient scaler yet. Use \"bf16-mixed\", \"32-true\" or "
-                             "\"64-true\" with fsdp, or \"16-mixed\" with ddp.");
-  }
+  if (GradScaler* scaler = precision().grad_scaler()) shard_grad_scaler(*scaler);
   if (modules_.count(&module)) {
     throw UsageError("fsdp: this module is already set up; pass each model to setup_module once.");
   }
+  reject_tied_parameters(module);
   broadcast_from_rank_zero(module);
   const bool sharded = fsdp_options_.sharding_strategy != ShardingStrategy::kNoShard;
   std::vector<std::unique_ptr<FlatUnit>> units;
@@ -156,6 +177,11 @@ void FSDPStrategy::setup_module(torch::nn::Module& module) {
   modules_[&module] = std::move(state);
 }
 
+void FSDPStrategy::shard_grad_scaler(GradScaler& scaler) {
+  if (fsdp_options_.sharding_strategy == ShardingStrategy::kNoShard) return;  // every rank has every gradient
+  scaler.set_found_inf_reduction([this](torch::Tensor& found_inf) { collective().all_reduce(found_inf, ReduceOp::kSum); });
+}
+
 void FSDPStrategy::setup_optimizer(torch::optim::Optimizer& optimizer) {
   std::unordered_set<const c10::TensorImpl*> sharded_params;
   for (const auto& [module, state] : modules_) {
@@ -166,9 +192,10 @@ void FSDPStrategy::setup_optimizer(torch::optim::Optimizer& optimizer) {
   for (const auto& group : optimizer.param_groups()) {
     for (const auto& param : group.params()) {
       if (!sharded_params.count(param.unsafeGetTensorImpl())) {
-        throw UsageError("fsdp: the optimizer holds a parameter of no module set up with this strategy. A sharded "
-                         "model's parameters change when it is set up, so call setup_module(model) first, then "
-                         "create the optimizer from model->parameters() and pass it to setup_optimizers.");
+        throw UsageError("fsdp: the optimizer holds a parameter of no module set up with this strategy. The "
+                         "optimizer of a sharded model steps the shards that setup_module makes, so call "
+                         "setup_module(model) first, then pass the optimizer of model->parameters() to "
+                         "setup_optimizers.");
       }
     }
   }
@@ -201,25 +228,42 @@ std::vector<std::vector<std::string>> FSDPStrategy::units(const torch::nn::Modul
 }
 
 void FSDPStrategy::before_forward(torch::nn::Module& module) {
-  sharded_of(module).enter_compute();
+  ShardedModule& state = sharded_of(module);
+  forwards_.push_back({&state, state.computing(), strategies::gather_on_use_enabled()});
+  state.enter_compute();
   strategies::set_gather_on_use(true);
 }
 
-void FSDPStrategy::after_forward(torch::nn::Module& module, const std::vector<torch::Tensor>& outputs) {
-  strategies::set_gather_on_use(false);
+FSDPStrategy::OpenForward FSDPStrategy::end_forward(torch::nn::Module& module) {
   ShardedModule& state = sharded_of(module);
+  if (forwards_.empty() || forwards_.back().state != &state) {
+    throw UsageError("fsdp: forwards of set-up modules must end in the reverse order they began.");
+  }
+  const OpenForward forward = forwards_.back();
+  forwards_.pop_back();
+  strategies::set_gather_on_use(forward.gathering_before);  // an outer module's forward may go on
+  return forward;
+}
+
+void FSDPStrategy::after_forward(torch::nn::Module& module, const std::vector<torch::Tensor>& outputs) {
+  const OpenForward forward = end_forward(module);
   const bool backward_follows = torch::GradMode::is_enabled() &&
                                 std::any_of(outputs.begin(), outputs.end(), [](const auto& t) { return t.requires_grad(); });
-  if (!backward_follows) {
-    state.enter_optimizer();  // evaluation: no backward will end the window
-  } else if (state.strategy() == ShardingStrategy::kFullShard) {
-    state.release_all();  // reshard after forward; backward gathers each unit again
+  if (!backward_follows && !forward.was_open) {
+    forward.state->enter_optimizer();  // evaluation: no backward will end the window
+  } else if (forward.state->strategy() == ShardingStrategy::kFullShard) {
+    forward.state->release_all();  // reshard after forward; backward gathers each unit again
   }
 }
 
-void FSDPStrategy::finish_compute(ShardedModule& state) {
-  state.finish_backward();
-  state.enter_optimizer();
+void FSDPStrategy::forward_failed(torch::nn::Module& module) {
+  const OpenForward forward = end_forward(module);
+  if (!forward.was_open) forward.state->enter_optimizer();
+}
+
+void FSDPStrategy::finish_compute(ShardedModule& sharded) {
+  sharded.finish_backward();
+  sharded.enter_optimizer();
 }
 
 void FSDPStrategy::backward(const torch::Tensor& loss, torch::nn::Module*, const BackwardOptions& options) {
@@ -227,15 +271,26 @@ void FSDPStrategy::backward(const torch::Tensor& loss, torch::nn::Module*, const
     GatherOnUse gather;
     precision().backward(loss, options);
   }
+  // Only the windows this backward went through close: another model's forward (a GAN's
+  // generator, before the discriminator's backward) waits for its own.
   for (auto& [module, state] : modules_) {
-    if (state->computing()) finish_compute(*state);
+    if (state->computing() && state->backward_reached()) finish_compute(*state);
   }
 }
 
 StepOutcome FSDPStrategy::optimizer_step(torch::optim::Optimizer& optimizer, const LossClosure& closure) {
-  // A forward without a backward since the last step left its window open.
-  for (auto& [module, state] : modules_) state->enter_optimizer();
+  // A forward without a backward since the last step left its window open; the optimizer
+  // must see the shards of the modules it steps.
+  for (auto& [module, state] : modules_) {
+    if (holds_any(*state, optimizer)) state->enter_optimizer();
+  }
   return precision().optimizer_step(optimizer, closure);
+}
+
+void FSDPStrategy::before_zero_grad(torch::optim::Optimizer& optimizer) {
+  for (auto& [module, state] : modules_) {
+    if (holds_any(*state, optimizer)) state->drop_held_gradients();
+  }
 }
 
 Scope FSDPStrategy::no_backward_sync(torch::nn::Module& module, bool enabled) {

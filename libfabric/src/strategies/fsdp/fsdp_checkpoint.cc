@@ -4,6 +4,7 @@
 // which elements each rank's piece holds). Loading assembles this rank's pieces for the
 // current world size from the pieces that overlap them, so a folder from any world size
 // loads. A "full" checkpoint is the same single file DDP writes, gathered on rank zero.
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -190,17 +191,61 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &info) == 0;
 }
 
-void sync_directory(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
+bool is_empty_directory(const std::string& path) {
+  DIR* folder = ::opendir(path.c_str());
+  if (!folder) return false;
+  bool empty = true;
+  while (const dirent* entry = ::readdir(folder)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
   }
+  ::closedir(folder);
+  return empty;
 }
 
-std::string parent_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+// "" if a sharded checkpoint may be saved at `path` (nothing there, an empty folder or an
+// earlier sharded checkpoint, which it replaces), else why not.
+std::string refusal_to_save_at(const std::string& path) {
+  if (!exists(path)) return "";
+  if (!is_directory(path)) {
+    return "Cannot save a sharded checkpoint to " + path +
+           ": a file is there. Remove it, or use state_dict_type=\"full\" for a single file.";
+  }
+  if (exists(path + "/" + kIndexFile) || is_empty_directory(path)) return "";
+  return "Cannot save a sharded checkpoint to " + path + ": that folder is not a sharded checkpoint (it has no " +
+         kIndexFile + "), and saving would replace it with all it holds. Save to another path, or remove the folder.";
+}
+
+std::string without_trailing_slashes(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
+}
+
+// Every rank's `error` ("" if its part succeeded): returns when all succeeded; otherwise
+// every rank throws the same CheckpointError, with the first failed rank's reason.
+void agree(Collective& collective, torch::Device device, const std::string& error, const std::string& doing,
+           const std::string& consequence) {
+  const std::int64_t world = collective.world_size();
+  torch::Tensor first_failed = torch::tensor(error.empty() ? world : collective.rank(), torch::kInt64).to(device);
+  collective.all_reduce(first_failed, ReduceOp::kMin);
+  const auto failed_rank = first_failed.item<std::int64_t>();
+  if (failed_rank == world) return;
+  const std::string reason = collective.broadcast_bytes(error, static_cast<int>(failed_rank));
+  throw CheckpointError(doing + " failed on rank " + std::to_string(failed_rank) + ", so " + consequence + ": " +
+                        reason);
+}
+
+// What `action` throws, as text ("" if nothing).
+std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const std::exception& failure) {
+    return failure.what();
+  }
+  return "";
 }
 
 // Puts the complete folder `partial` at `path` in one step: the old folder (if any) and the
@@ -211,16 +256,13 @@ void replace_directory(CheckpointIO& io, const std::string& partial, const std::
       throw CheckpointError("Could not move the sharded checkpoint into " + path + ": " + std::strerror(errno));
     }
   } else {
-    if (!is_directory(path)) {
-      throw CheckpointError("Cannot save a sharded checkpoint to " + path +
-                            ": a file is there. Remove it, or use state_dict_type=\"full\" for a single file.");
-    }
     if (::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
       throw CheckpointError("Could not replace the sharded checkpoint " + path + ": " + std::strerror(errno));
     }
-    io.remove_checkpoint(partial);  // now the old folder
+    // Now the old folder; the new one is in place whether or not it goes.
+    error_of([&] { io.remove_checkpoint(partial); });
   }
-  sync_directory(parent_of(path));
+  checkpoint::sync_directory(checkpoint::parent_of(path));
 }
 
 void make_directory(const std::string& path) {
@@ -265,6 +307,14 @@ class Assembler {
   }
 
   bool is_sharded(const std::string& name) const { return tensors_.contains(name); }
+  // Whether entry `key` of the checkpoint is a module with sharded tensors.
+  bool holds_module(const std::string& key) const {
+    for (const auto& entry : tensors_) {
+      if (entry.key().toStringRef().rfind(key + "/", 0) == 0) return true;
+    }
+    return false;
+  }
+  const std::string& path() const { return path_; }
 
   // The elements `want` of tensor `name`, from the pieces `locate(file)` finds in each file.
   torch::Tensor assemble(const std::string& name, const std::optional<Placement>& target,
@@ -283,9 +333,12 @@ class Assembler {
     const Range want = local_range(target, numel);
     torch::Tensor out;
     std::int64_t filled = 0;
+    // Pieces come in rank order; what an earlier rank's piece gave is not taken again (under
+    // NO_SHARD every rank saved the whole tensor).
+    std::int64_t covered = want.begin;
     for (std::int64_t rank = 0; rank < pieces.size(0); ++rank) {
       const Range have{pieces[rank][0].item<std::int64_t>(), pieces[rank][1].item<std::int64_t>()};
-      const std::int64_t begin = std::max(want.begin, have.begin);
+      const std::int64_t begin = std::max(covered, have.begin);
       const std::int64_t end = std::min(want.begin + want.numel, have.begin + have.numel);
       if (begin >= end) continue;  // that rank's file is not read for this tensor
       // NO_SHARD ranks saved whole tensors, in their shape.
@@ -293,6 +346,7 @@ class Assembler {
       if (!out.defined()) out = torch::empty({want.numel}, piece.options());
       out.narrow(0, begin - want.begin, end - begin).copy_(piece.narrow(0, begin - have.begin, end - begin));
       filled += end - begin;
+      covered = end;
     }
     if (filled != want.numel) {
       throw CheckpointError("The pieces of " + name + " in " + path_ + " do not cover the elements this rank needs.");
@@ -309,33 +363,49 @@ class Assembler {
   std::map<std::int64_t, c10::Dict<c10::IValue, c10::IValue>> files_;
 };
 
-c10::IValue assemble_module(Assembler& assembler, const Layout& layout, const std::string& key, const c10::IValue& base) {
+// Where an assembled tensor goes: this rank's piece of a sharded parameter, or (nullopt)
+// the whole tensor.
+using TargetOf = std::function<std::optional<Placement>(const std::string& name)>;
+
+c10::IValue assemble_module(Assembler& assembler, const TargetOf& target_of, const std::string& key,
+                            const c10::IValue& base) {
   auto dict = copy_dict(base);
   for (const auto& entry : base.toGenericDict()) {
     const std::string param = entry.key().toStringRef();
     const std::string name = key + "/" + param;
     if (!assembler.is_sharded(name)) continue;
-    dict.insert_or_assign(entry.key(), assembler.assemble(name, layout.member(name), [&](const auto& file) {
+    dict.insert_or_assign(entry.key(), assembler.assemble(name, target_of(name), [&](const auto& file) {
       return file.at(key).toGenericDict().at(param).toTensor();
     }));
   }
   return dict;
 }
 
-c10::IValue assemble_optimizer(Assembler& assembler, const Layout& layout, torch::optim::Optimizer& optimizer,
-                               const std::string& key, const c10::IValue& base,
-                               const c10::List<c10::IValue>& saved_names) {
-  const auto targets = layout.optimizer_params(optimizer);
+// An optimizer's parameters in its state dict's order: checkpoint name and placement
+// (Layout::optimizer_params); empty: whole tensors for all.
+using OptimizerParams = std::vector<std::pair<std::string, std::optional<Placement>>>;
+
+c10::IValue assemble_optimizer(Assembler& assembler, const OptimizerParams& targets, const std::string& key,
+                               const c10::IValue& base, const c10::List<c10::IValue>& saved_names) {
   auto dict = copy_dict(base);
   const auto states = base.toGenericDict().at("state").toGenericDict();
   auto assembled = copy_dict(states);
   for (const auto& entry : states) {
-    const auto index = entry.key().toInt();
-    if (index >= static_cast<std::int64_t>(saved_names.size())) continue;
-    const std::string name = saved_names.get(static_cast<std::size_t>(index)).toStringRef();
+    const auto index = static_cast<std::size_t>(entry.key().toInt());
+    if (index >= saved_names.size()) continue;
+    const std::string name = saved_names.get(index).toStringRef();
     if (name.empty() || !assembler.is_sharded(name)) continue;
-    const auto target = static_cast<std::size_t>(index) < targets.size() ? targets[static_cast<std::size_t>(index)].second
-                                                                          : std::nullopt;
+    std::optional<Placement> target;
+    if (!targets.empty()) {
+      const std::string now = index < targets.size() ? targets[index].first : "";
+      if (now != name) {
+        throw CheckpointError("The optimizer '" + key + "' in " + assembler.path() + " has the state of " + name +
+                              " as its parameter " + std::to_string(index) + ", where this optimizer has " +
+                              (now.empty() ? std::string("no parameter of a sharded module") : now) +
+                              ": create it from the same parameters, in the same order, as the one saved.");
+      }
+      target = targets[index].second;
+    }
     auto param_state = copy_dict(entry.value());
     for (const auto& item : entry.value().toGenericDict()) {
       const std::string state_key = item.key().toStringRef();
@@ -351,61 +421,40 @@ c10::IValue assemble_optimizer(Assembler& assembler, const Layout& layout, torch
   return dict;
 }
 
-// This rank's checkpoint dict (pieces for its sharded parameters) from a sharded folder.
-c10::IValue read_sharded(CheckpointIO& io, const std::string& path, const Layout& layout, const State& state) {
+// The checkpoint a sharded folder holds, each sharded tensor assembled for `module_target`
+// (a module's parameters) or `optimizer_targets(key)` (optimizer `key`'s state).
+c10::IValue assemble_folder(CheckpointIO& io, const std::string& path, const TargetOf& module_target,
+                            const std::function<OptimizerParams(const std::string& key)>& optimizer_targets) {
   auto index = read_index(io, path);
   Assembler assembler(io, path, index);
-  auto optimizers = index.at("optimizers").toGenericDict();
-  auto base = assembler.file(0);
+  const auto optimizers = index.at("optimizers").toGenericDict();
   auto result = checkpoint::string_dict();
-  for (const auto& entry : base) {
+  for (const auto& entry : assembler.file(0)) {
     const std::string key = entry.key().toStringRef();
     c10::IValue value = entry.value();
-    const StateValue* target = state.contains(key) ? &state.at(key) : nullptr;
-    if (target && target->is_module() && value.isGenericDict()) {
-      value = assemble_module(assembler, layout, key, value);
-    } else if (target && target->is_optimizer() && optimizers.contains(key)) {
-      value = assemble_optimizer(assembler, layout, target->optimizer(), key, value,
-                                 optimizers.at(key).toList());
+    if (optimizers.contains(key)) {
+      value = assemble_optimizer(assembler, optimizer_targets(key), key, value, optimizers.at(key).toList());
+    } else if (value.isGenericDict() && assembler.holds_module(key)) {
+      value = assemble_module(assembler, module_target, key, value);
     }
     result.insert(entry.key(), value);
   }
   return result;
 }
 
-}  // namespace
+// This rank's checkpoint dict (pieces for its sharded parameters) from a sharded folder.
+c10::IValue read_sharded(CheckpointIO& io, const std::string& path, const Layout& layout, const State& state) {
+  return assemble_folder(
+      io, path, [&](const std::string& name) { return layout.member(name); },
+      [&](const std::string& key) {
+        if (!state.contains(key) || !state.at(key).is_optimizer()) return OptimizerParams{};
+        return layout.optimizer_params(state.at(key).optimizer());
+      });
+}
 
-void FSDPStrategy::save_checkpoint(const std::string& path, const State& state, const SaveFilter& filter,
-                                   std::optional<std::string> state_dict_type) {
-  for (auto& [module, sharded] : modules_) sharded->enter_optimizer();
-  const Layout layout(*this, state);
-  if (state_dict_type.value_or(fsdp_options_.state_dict_type) == "full") {
-    // Every rank takes part in gathering each piece; rank zero writes.
-    const TensorMap gather = [this](const std::string&, const Placement& placement, const torch::Tensor& piece) {
-      if (!placement.sharded) return piece;
-      return torch::cat(collective().all_gather(piece.contiguous())).view(placement.member->shape);
-    };
-    const auto gathered = [&](const std::string& key, torch::IValue value) {
-      return map_entry(layout, state.at(key), key, value, gather);
-    };
-    const c10::IValue dict = checkpoint::saved_dict(state, filter, gathered);
-    if (is_global_zero()) checkpoint_io().save_checkpoint(dict, path);
-    return;
-  }
-  if (!filter.empty()) {
-    throw UsageError("fsdp: a filter cannot be applied to a sharded checkpoint (Lightning refuses it too); leave it "
-                     "out, or save with FSDPOptions::state_dict_type=\"full\".");
-  }
-  // Every rank writes its file into a fresh folder beside `path`; once all have, rank zero
-  // adds the index and swaps the folder in.
-  const std::string partial = path + ".partial-" + collective().broadcast_bytes(random_suffix(), 0);
-  if (is_global_zero()) make_directory(partial);
-  barrier("fsdp checkpoint folder");
-  const auto unchanged = [](const std::string&, torch::IValue value) { return value; };
-  checkpoint_io().save_checkpoint(checkpoint::saved_dict(state, {}, unchanged),
-                                  partial + "/" + rank_file(global_rank()));
-
-  // Which elements each rank's piece of every sharded tensor holds.
+// Which elements this rank's piece of every sharded tensor holds: [begin, numel) pairs, in
+// the order of layout.members().
+torch::Tensor local_ranges(const Layout& layout) {
   const auto& members = layout.members();
   torch::Tensor ranges = torch::empty({static_cast<std::int64_t>(2 * members.size())}, torch::kInt64);
   std::int64_t at = 0;
@@ -414,19 +463,23 @@ void FSDPStrategy::save_checkpoint(const std::string& path, const State& state, 
     ranges[at++] = range.begin;
     ranges[at++] = range.numel;
   }
-  const auto all_ranges = collective().all_gather(ranges.to(root_device()));
-  barrier("fsdp checkpoint shards");
-  if (!is_global_zero()) return;
+  return ranges;
+}
+
+// Rank zero's last step of a sharded save: index.pt (every sharded tensor's shape and each
+// rank's piece of it, from `all_ranges`; every optimizer's parameters by name) into the
+// complete folder `partial`, which then takes the place of `path`.
+void write_index(CheckpointIO& io, const Layout& layout, const State& state, const std::vector<torch::Tensor>& all_ranges,
+                 const std::string& partial, const std::string& path) {
+  const auto world = static_cast<std::int64_t>(all_ranges.size());
   auto tensors = checkpoint::string_dict();
-  at = 0;
-  for (const auto& [name, placement] : members) {
+  std::int64_t at = 0;
+  for (const auto& [name, placement] : layout.members()) {
     // Tensors, not lists: torch.save writes a list of ints as an object only Python rebuilds.
     auto entry = checkpoint::string_dict();
     entry.insert("shape", torch::tensor(placement.member->shape, torch::kInt64));
-    torch::Tensor pieces = torch::empty({world_size(), 2}, torch::kInt64);
-    for (std::size_t rank = 0; rank < all_ranges.size(); ++rank) {
-      pieces[static_cast<std::int64_t>(rank)] = all_ranges[rank].cpu().narrow(0, at, 2);
-    }
+    torch::Tensor pieces = torch::empty({world, 2}, torch::kInt64);
+    for (std::int64_t rank = 0; rank < world; ++rank) pieces[rank] = all_ranges[rank].cpu().narrow(0, at, 2);
     entry.insert("pieces", pieces);
     tensors.insert(name, entry);
     at += 2;
@@ -441,22 +494,79 @@ void FSDPStrategy::save_checkpoint(const std::string& path, const State& state, 
   auto index = checkpoint::string_dict();
   index.insert("format", kFormat);
   index.insert("version", kFormatVersion);
-  index.insert("world_size", static_cast<std::int64_t>(world_size()));
+  index.insert("world_size", world);
   index.insert("tensors", tensors);
   index.insert("optimizers", optimizers);
-  checkpoint_io().save_checkpoint(index, partial + "/" + kIndexFile);
-  sync_directory(partial);
-  replace_directory(checkpoint_io(), partial, path);
+  io.save_checkpoint(index, partial + "/" + kIndexFile);
+  checkpoint::sync_directory(partial);
+  replace_directory(io, partial, path);
 }
 
-State FSDPStrategy::load_checkpoint(const std::string& path, State& state, bool strict) {
+}  // namespace
+
+void FSDPStrategy::save_checkpoint(const std::string& given_path, const State& state, const SaveFilter& filter,
+                                   std::optional<std::string> state_dict_type) {
   for (auto& [module, sharded] : modules_) sharded->enter_optimizer();
+  const Layout layout(*this, state);
+  if (state_dict_type.value_or(fsdp_options_.state_dict_type) == "full") {
+    // Every rank takes part in gathering each piece; rank zero keeps the whole tensors and
+    // writes, the others drop them at once (one full copy of the model, as Lightning's
+    // rank0_only).
+    const TensorMap gather = [this](const std::string&, const Placement& placement, const torch::Tensor& piece) {
+      if (!placement.sharded) return piece;
+      auto pieces = collective().all_gather(piece.contiguous());
+      if (!is_global_zero()) return piece;
+      return torch::cat(pieces).view(placement.member->shape);
+    };
+    const auto gathered = [&](const std::string& key, torch::IValue value) {
+      return map_entry(layout, state.at(key), key, value, gather);
+    };
+    const c10::IValue dict = checkpoint::saved_dict(state, filter, gathered);
+    if (is_global_zero()) checkpoint_io().save_checkpoint(dict, given_path);
+    return;
+  }
+  if (!filter.empty()) {
+    throw UsageError("fsdp: a filter cannot be applied to a sharded checkpoint (Lightning refuses it too); leave it "
+                     "out, or save with FSDPOptions::state_dict_type=\"full\".");
+  }
+  const std::string path = without_trailing_slashes(given_path);
+  // Nothing is written where the folder may not go.
+  const std::string refusal = collective().broadcast_bytes(is_global_zero() ? refusal_to_save_at(path) : "", 0);
+  if (!refusal.empty()) throw CheckpointError(refusal);
+
+  // Every rank writes its file into a fresh folder beside `path`; once all have, rank zero
+  // adds the index and swaps the folder in. A failure on any rank leaves `path` as it was.
+  const std::string partial = path + ".partial-" + collective().broadcast_bytes(random_suffix(), 0);
+  const std::string doing = "Saving the sharded checkpoint " + path;
+  const std::string consequence = path + " was left as it was";
+  const auto remove_partial = [&] {
+    if (is_global_zero() && exists(partial)) error_of([&] { checkpoint_io().remove_checkpoint(partial); });
+  };
+  try {
+    agree(collective(), root_device(), is_global_zero() ? error_of([&] { make_directory(partial); }) : "", doing,
+          consequence);
+    const std::string written = error_of([&] {
+      checkpoint_io().save_checkpoint(checkpoint::saved_dict(state, {}), partial + "/" + rank_file(global_rank()));
+    });
+    const auto all_ranges = collective().all_gather(local_ranges(layout).to(root_device()));
+    agree(collective(), root_device(), written, doing, consequence);
+    const std::string indexed =
+        is_global_zero() ? error_of([&] { write_index(checkpoint_io(), layout, state, all_ranges, partial, path); }) : "";
+    agree(collective(), root_device(), indexed, doing, consequence);
+  } catch (...) {
+    remove_partial();
+    throw;
+  }
+}
+
+State FSDPStrategy::load_checkpoint(const std::string& given_path, State& state, bool strict) {
+  for (auto& [module, sharded] : modules_) sharded->enter_optimizer();
+  const std::string path = without_trailing_slashes(given_path);
   const Layout layout(*this, state);
   // Every rank plans its part; only if all of them can does any rank commit.
   std::vector<checkpoint::Commit> commits;
   c10::IValue source;
-  std::string error;
-  try {
+  const std::string error = error_of([&] {
     if (is_directory(path)) {
       source = read_sharded(checkpoint_io(), path, layout, state);
     } else {
@@ -470,21 +580,17 @@ State FSDPStrategy::load_checkpoint(const std::string& path, State& state, bool 
       source = local;
     }
     checkpoint::plan_state(state, source.toGenericDict(), strict, path, commits);
-  } catch (const std::exception& failure) {
-    error = failure.what();
-  }
-  torch::Tensor first_failed =
-      torch::tensor(static_cast<std::int64_t>(error.empty() ? world_size() : global_rank()), torch::kInt64)
-          .to(root_device());
-  collective().all_reduce(first_failed, ReduceOp::kMin);
-  const auto failed_rank = first_failed.item<std::int64_t>();
-  if (failed_rank < world_size()) {
-    const std::string reason = collective().broadcast_bytes(error, static_cast<int>(failed_rank));
-    throw CheckpointError("Loading " + path + " failed on rank " + std::to_string(failed_rank) + ", so no rank loaded " +
-                          "anything: " + reason);
-  }
+  });
+  agree(collective(), root_device(), error, "Loading " + path, "no rank loaded anything");
   for (const auto& commit : commits) commit();
   return checkpoint::remainder_of(state, source.toGenericDict());
+}
+
+void consolidate_sharded_checkpoint(const std::string& folder, const std::string& file) {
+  TorchCheckpointIO io;
+  const TargetOf whole = [](const std::string&) { return std::nullopt; };
+  const auto all_whole = [](const std::string&) { return OptimizerParams{}; };
+  io.save_checkpoint(assemble_folder(io, without_trailing_slashes(folder), whole, all_whole), file);
 }
 
 }  // namespace fabric

@@ -227,12 +227,31 @@ void ShardedModule::adopt(std::vector<std::unique_ptr<FlatUnit>> units) {
   register_fallback_once();
   units_ = std::move(units);
   for (auto& unit : units_) {
+    for (const auto& member : unit->members()) params_.insert(member.param.unsafeGetTensorImpl());
     if (unit->sharded()) StorageRegistry::instance().add(unit->full_storage(), {unit.get(), this});
     for (auto& member : unit->members()) {
       if (!member.param.requires_grad()) continue;
       torch::autograd::impl::set_post_acc_grad_hooks(member.param, std::make_unique<GradientArrived>(*this, *unit));
     }
     unit->enter_optimizer();
+  }
+}
+
+bool ShardedModule::backward_reached() const {
+  bool trainable = false;
+  for (const auto& unit : units_) {
+    if (unit->any_gradient_arrived()) return true;
+    trainable = trainable || unit->trainable() > 0;
+  }
+  return !trainable;
+}
+
+void ShardedModule::drop_held_gradients() {
+  // Between steps the shard's gradient is what param.grad() views, and zero_grad clears it
+  // there; within a window it is held by the unit alone.
+  for (auto& unit : units_) {
+    if (computing_) unit->drop_gradients();
+    else unit->drop_unsynced();
   }
 }
 

@@ -11,6 +11,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "fabric/collective.h"
@@ -64,12 +65,21 @@ class FlatUnit {
   // the unit's trainable parameters have one.
   bool note_gradient();
   bool reduced() const { return reduced_; }
+  bool any_gradient_arrived() const { return arrived_ > 0; }
   int trainable() const { return trainable_; }
   // Flattens the full gradients (zeros for parameters without one), averages them across
   // ranks and adds this rank's part to the shard's gradient; frees the full gradients.
   // Without `sync` (no_backward_sync) they are only added up locally, for the next sync.
   void reduce_gradients(Collective& collective, bool sync);
   const torch::Tensor& shard_grad() const { return shard_grad_; }
+  // For zero_grad: forgets the gradients summed under no_backward_sync, and with
+  // drop_gradients (in the compute window) those kept when it opened too; param.grad()
+  // holds neither.
+  void drop_unsynced() { unsynced_ = torch::Tensor(); }
+  void drop_gradients() {
+    drop_unsynced();
+    shard_grad_ = torch::Tensor();
+  }
 
  private:
   std::string module_name_;
@@ -100,7 +110,14 @@ class ShardedModule {
   ShardingStrategy strategy() const { return strategy_; }
   Collective& collective() { return collective_; }
 
+  // Whether `param` is one of the module's parameters (the same tensor).
+  bool holds(const torch::Tensor& param) const { return params_.count(param.unsafeGetTensorImpl()) > 0; }
   bool computing() const { return computing_; }
+  // Whether backward has sent a gradient to any unit since the window opened, or has none
+  // to send (nothing trainable): the window may close after that backward.
+  bool backward_reached() const;
+  // What zero_grad cannot reach through param.grad(): the units' held gradients.
+  void drop_held_gradients();
   void enter_compute();
   // After backward: reduces the units that backward left unreduced, in order on every rank.
   void finish_backward();
@@ -116,13 +133,15 @@ class ShardedModule {
   ShardingStrategy strategy_;
   Collective& collective_;
   std::vector<std::unique_ptr<FlatUnit>> units_;
+  std::unordered_set<const c10::TensorImpl*> params_;
   std::list<FlatUnit*> gathered_;  // least recently gathered first
   bool computing_ = false;
 };
 
 // The dispatcher mode that gathers a unit when an operation uses one of its parameters,
-// on or off for this thread. Forward turns it on and off (two calls, so no scope); backward
-// holds it on around the engine, whose threads inherit the caller's dispatch state.
+// on or off for this thread. Forward turns it on and restores it after (two calls, so no
+// scope); backward holds it on around the engine, whose threads inherit the caller's
+// dispatch state.
 void set_gather_on_use(bool enabled);
 bool gather_on_use_enabled();
 
