@@ -16,7 +16,8 @@
 //   rules                        prints what Fabric's rules for sharded models answer: the
 //                                units, this rank's piece sizes, setup_optimizers before
 //                                setup_module, an unknown sharding strategy, tied parameters,
-//                                loss.backward() instead of fabric.backward
+//                                loss.backward() instead of fabric.backward, a sharded
+//                                model's optimizer in a nested state
 //   gan KIND STEPS OUT           a generator and a discriminator, each its own set-up model
 //                                and optimizer, trained as a GAN is (the discriminator's
 //                                backward and step between the generator's forward and its
@@ -220,6 +221,9 @@ int print_rules() {
             << error_of([&, &x = x, &y = y] { torch::nn::functional::cross_entropy(model(x), y).backward(); })
             << std::endl;
   std::cout << "tied: " << error_of([&] { fabric.setup_module(std::make_shared<TiedImpl>()); }) << std::endl;
+  auto optimizer = fabric.setup_optimizers(std::make_shared<torch::optim::SGD>(model.parameters(), 0.1));
+  const fabric::State nested{{"model", model}, {"inner", fabric::State{{"optimizer", optimizer}}}};
+  std::cout << "nested optimizer: " << error_of([&] { fabric.save("/nonexistent/ckpt", nested); }) << std::endl;
   return 0;
 }
 

@@ -60,7 +60,6 @@ class Layout {
  public:
   Layout(const FSDPStrategy& strategy, const State& state) {
     for (const auto& [key, value] : state) {
-      if (value.is_state()) reject_nested(strategy, value.state(), key);
       if (!value.is_module()) continue;
       ShardedModule* module = strategy.sharded(value.module());
       if (!module) continue;
@@ -71,6 +70,9 @@ class Layout {
           by_param_[member.param.unsafeGetTensorImpl()] = {key + "/" + member.name, placement};
         }
       }
+    }
+    for (const auto& [key, value] : state) {
+      if (value.is_state()) reject_nested(strategy, value.state(), key);
     }
   }
 
@@ -95,14 +97,24 @@ class Layout {
   const std::map<std::string, Placement>& members() const { return members_; }
 
  private:
-  static void reject_nested(const FSDPStrategy& strategy, const State& nested, const std::string& path) {
+  // Sharded modules, and optimizers of their parameters, are mapped at the top level only.
+  void reject_nested(const FSDPStrategy& strategy, const State& nested, const std::string& path) const {
     for (const auto& [key, value] : nested) {
-      if (value.is_module() && strategy.sharded(value.module())) {
-        throw UsageError("fsdp: the sharded module at '" + path + "." + key + "' is inside a nested state; put "
-                         "sharded modules at the top level of the state given to fabric.save and fabric.load.");
+      const bool sharded_module = value.is_module() && strategy.sharded(value.module());
+      if (sharded_module || (value.is_optimizer() && steps_sharded(value.optimizer()))) {
+        throw UsageError("fsdp: the " + std::string(sharded_module ? "sharded module" : "optimizer of a sharded module") +
+                         " at '" + path + "." + key + "' is inside a nested state; put sharded modules and their "
+                         "optimizers at the top level of the state given to fabric.save and fabric.load.");
       }
       if (value.is_state()) reject_nested(strategy, value.state(), path + "." + key);
     }
+  }
+
+  bool steps_sharded(torch::optim::Optimizer& optimizer) const {
+    for (const auto& [name, placement] : optimizer_params(optimizer)) {
+      if (placement) return true;
+    }
+    return false;
   }
 
   std::map<std::string, Placement> members_;
