@@ -1,4 +1,4 @@
-// File-system helpers for the loggers, on POSIX calls rather than std::filesystem: libtorch.so
+// File-system helpers for the loggers (and FSDP's checkpoint folders), on POSIX calls rather than std::filesystem: libtorch.so
 // exports its own copies of std::filesystem functions that programs linking it bind to, and
 // some of them crash (see libfabric/README.md). Paths are plain strings. Failures throw
 // fabric::LoggerError naming the path, the operation and the system's reason.

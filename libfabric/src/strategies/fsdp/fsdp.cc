@@ -183,15 +183,12 @@ void FSDPStrategy::shard_grad_scaler(GradScaler& scaler) {
 }
 
 void FSDPStrategy::setup_optimizer(torch::optim::Optimizer& optimizer) {
-  std::unordered_set<const c10::TensorImpl*> sharded_params;
-  for (const auto& [module, state] : modules_) {
-    for (const auto& unit : state->units()) {
-      for (const auto& member : unit->members()) sharded_params.insert(member.param.unsafeGetTensorImpl());
-    }
-  }
+  const auto sharded = [this](const torch::Tensor& param) {
+    return std::any_of(modules_.begin(), modules_.end(), [&](const auto& entry) { return entry.second->holds(param); });
+  };
   for (const auto& group : optimizer.param_groups()) {
     for (const auto& param : group.params()) {
-      if (!sharded_params.count(param.unsafeGetTensorImpl())) {
+      if (!sharded(param)) {
         throw UsageError("fsdp: the optimizer holds a parameter of no module set up with this strategy. The "
                          "optimizer of a sharded model steps the shards that setup_module makes, so call "
                          "setup_module(model) first, then pass the optimizer of model->parameters() to "

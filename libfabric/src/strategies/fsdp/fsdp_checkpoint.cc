@@ -4,10 +4,8 @@
 // which elements each rank's piece holds). Loading assembles this rank's pieces for the
 // current world size from the pieces that overlap them, so a folder from any world size
 // loads. A "full" checkpoint is the same single file DDP writes, gathered on rank zero.
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,11 +19,13 @@
 #include "checkpoint/fabric_state.h"
 #include "fabric/errors.h"
 #include "fabric/strategies.h"
+#include "loggers/files.h"
 #include "strategies/fsdp/sharded_module.h"
 
 namespace fabric {
 namespace {
 
+namespace files = loggers::files;
 using strategies::FlatMember;
 using strategies::ShardedModule;
 
@@ -193,40 +193,15 @@ std::string random_suffix() {
   return std::to_string(device()) + std::to_string(::getpid());
 }
 
-bool is_directory(const std::string& path) {
-  struct stat info;
-  return ::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode);
-}
-
-bool exists(const std::string& path) {
-  struct stat info;
-  return ::stat(path.c_str(), &info) == 0;
-}
-
-bool is_empty_directory(const std::string& path) {
-  DIR* folder = ::opendir(path.c_str());
-  if (!folder) return false;
-  bool empty = true;
-  while (const dirent* entry = ::readdir(folder)) {
-    const std::string name = entry->d_name;
-    if (name != "." && name != "..") {
-      empty = false;
-      break;
-    }
-  }
-  ::closedir(folder);
-  return empty;
-}
-
 // "" if a sharded checkpoint may be saved at `path` (nothing there, an empty folder or an
 // earlier sharded checkpoint, which it replaces), else why not.
 std::string refusal_to_save_at(const std::string& path) {
-  if (!exists(path)) return "";
-  if (!is_directory(path)) {
+  if (!files::exists(path)) return "";
+  if (!files::is_directory(path)) {
     return "Cannot save a sharded checkpoint to " + path +
            ": a file is there. Remove it, or use state_dict_type=\"full\" for a single file.";
   }
-  if (exists(path + "/" + kIndexFile) || is_empty_directory(path)) return "";
+  if (files::exists(path + "/" + kIndexFile) || files::list_directory(path).empty()) return "";
   return "Cannot save a sharded checkpoint to " + path + ": that folder is not a sharded checkpoint (it has no " +
          kIndexFile + "), and saving would replace it with all it holds. Save to another path, or remove the folder.";
 }
@@ -263,7 +238,7 @@ std::string error_of(const std::function<void()>& action) {
 // Puts the complete folder `partial` at `path` in one step: the old folder (if any) and the
 // new one trade places atomically, then the old one goes.
 void replace_directory(CheckpointIO& io, const std::string& partial, const std::string& path) {
-  if (!exists(path)) {
+  if (!files::exists(path)) {
     if (::rename(partial.c_str(), path.c_str()) != 0) {
       throw CheckpointError("Could not move the sharded checkpoint into " + path + ": " + std::strerror(errno));
     }
@@ -284,7 +259,7 @@ void make_directory(const std::string& path) {
 // The folder's index, every rank file present: CheckpointError naming what is wrong.
 c10::Dict<c10::IValue, c10::IValue> read_index(CheckpointIO& io, const std::string& path) {
   const std::string index_path = path + "/" + kIndexFile;
-  if (!exists(index_path)) {
+  if (!files::exists(index_path)) {
     throw CheckpointError("The folder " + path + " has no " + kIndexFile +
                           ": it is not a sharded checkpoint, or the save that wrote it did not finish.");
   }
@@ -296,7 +271,7 @@ c10::Dict<c10::IValue, c10::IValue> read_index(CheckpointIO& io, const std::stri
   }
   const std::int64_t world = index.at("world_size").toInt();
   for (std::int64_t rank = 0; rank < world; ++rank) {
-    if (!exists(path + "/" + rank_file(rank))) {
+    if (!files::exists(path + "/" + rank_file(rank))) {
       throw CheckpointError("The sharded checkpoint " + path + " was written by " + std::to_string(world) +
                             " ranks but " + rank_file(rank) + " is missing: it cannot be loaded.");
     }
@@ -552,7 +527,7 @@ void FSDPStrategy::save_checkpoint(const std::string& given_path, const State& s
   const std::string doing = "Saving the sharded checkpoint " + path;
   const std::string consequence = path + " was left as it was";
   const auto remove_partial = [&] {
-    if (is_global_zero() && exists(partial)) error_of([&] { checkpoint_io().remove_checkpoint(partial); });
+    if (is_global_zero() && files::exists(partial)) error_of([&] { checkpoint_io().remove_checkpoint(partial); });
   };
   try {
     agree(collective(), root_device(), is_global_zero() ? error_of([&] { make_directory(partial); }) : "", doing,
@@ -579,7 +554,7 @@ State FSDPStrategy::load_checkpoint(const std::string& given_path, State& state,
   std::vector<checkpoint::Commit> commits;
   c10::IValue source;
   const std::string error = error_of([&] {
-    if (is_directory(path)) {
+    if (files::is_directory(path)) {
       source = read_sharded(checkpoint_io(), path, layout, state);
     } else {
       auto file = checkpoint::read_top_level_dict(checkpoint_io(), path).toGenericDict();
